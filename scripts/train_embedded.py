@@ -1,0 +1,282 @@
+"""Train the embedded tiny VLM from scratch on the generated visual-QA suite (CPU, reproducible).
+
+    python scripts/train_embedded.py --out src/interlace/embedded/model
+
+Two stages, as the feasibility runs in issue 2 suggested:
+1. the CLIP vision tower alone learns per-cell labels (colour, shape, digit value), so vision is
+   solved before the decoder starts;
+2. the projector and the Qwen3 decoder learn the questions (vision frozen), loss on answer tokens.
+
+Training data is a fixed pool drawn from the suite's training stream (disjoint from calib/test),
+cached under --cache so a second run skips generation. Time budgets are in minutes: the step count
+is fixed from the measured speed of the first steps so the cosine schedule ends on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import LlavaForConditionalGeneration
+
+from interlace.data import chat, vqa
+from interlace.embedded.build import build_config, build_processor
+
+COLOUR_INDEX = {c: i + 1 for i, c in enumerate(vqa.COLOURS)}  # 0 empty, 5 digit (white)
+SHAPE_INDEX = {s: i + 1 for i, s in enumerate(vqa.SHAPES)}  # 0 empty, 5 digit
+
+
+def cell_labels(scene: vqa.Scene) -> np.ndarray:
+    """(16, 3) int labels per cell: colour class, shape class, digit value (-100 when no digit)."""
+    labels = np.zeros((len(scene), 3), dtype=np.int64)
+    labels[:, 2] = -100
+    for i, obj in enumerate(scene):
+        if obj is None:
+            continue
+        if obj[0] == "shape":
+            labels[i] = (COLOUR_INDEX[obj[1]], SHAPE_INDEX[obj[2]], -100)
+        else:
+            labels[i] = (5, 5, obj[1])
+    return labels
+
+
+def to_pixels(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> the processor's normalisation (mean 0.5, std 0.5), (N, 3, H, W)."""
+    return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
+
+
+def build_pool(processor, n: int, cache: Path, seed: int) -> dict[str, torch.Tensor]:
+    path = cache / f"pool_seed{seed}_n{n}.pt"
+    if path.exists():
+        return torch.load(path)
+    cache.mkdir(parents=True, exist_ok=True)
+    stream = vqa.train_items(seed)
+    images, cells, input_ids, prompt_lens = [], [], [], []
+    t0 = time.time()
+    for start in range(0, n, 2000):
+        items = [next(stream) for _ in range(min(2000, n - start))]
+        samples = [vqa.to_sample(item) for item in items]
+        full = [processor.apply_chat_template(chat.to_messages(s)) for s in samples]
+        encoded = processor(text=full, images=[s["images"] for s in samples], return_tensors="pt", padding="max_length", max_length=48)
+        raw = np.stack([np.asarray(s["images"][0]) for s in samples])
+        assert torch.allclose(to_pixels(raw), encoded["pixel_values"], atol=1e-5), "pixel normalisation drifted"
+        prompts = processor.tokenizer([chat.prompt_text(processor, s) for s in samples])["input_ids"]
+        n_image = processor.image_seq_length if hasattr(processor, "image_seq_length") else 16
+        prompt_lens += [len(p) + n_image - 1 for p in prompts]  # <image> expands to n_image tokens
+        images.append(raw)
+        cells.append(np.stack([cell_labels(item.scene) for item in items]))
+        input_ids.append(encoded["input_ids"].to(torch.int16))
+        print(f"  pool {start + len(items)}/{n} ({time.time() - t0:.0f}s)", flush=True)
+    pool = {
+        "images": torch.from_numpy(np.concatenate(images)),
+        "cells": torch.from_numpy(np.concatenate(cells)),
+        "input_ids": torch.cat(input_ids),
+        "prompt_lens": torch.tensor(prompt_lens),
+        "tasks": torch.tensor([i % len(vqa.TASKS) for i in range(n)]),
+    }
+    torch.save(pool, path)
+    return pool
+
+
+def lm_batch(pool, idx: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
+    input_ids = pool["input_ids"][idx].long()
+    keep = int((input_ids != pad_id).sum(1).max())
+    input_ids = input_ids[:, -keep:]  # left padded: drop columns that are padding in every row
+    attention = (input_ids != pad_id).long()
+    # left padding: positions from the right; labels are everything after the prompt
+    lengths = attention.sum(1)
+    start = input_ids.shape[1] - lengths + pool["prompt_lens"][idx]
+    positions = torch.arange(input_ids.shape[1])[None]
+    labels = torch.where(positions >= start[:, None], input_ids, torch.full_like(input_ids, -100))
+    return {"input_ids": input_ids, "attention_mask": attention, "pixel_values": to_pixels(pool["images"][idx].numpy()), "labels": labels}
+
+
+def cosine(step: int, total: int, warmup: int, floor: float = 0.05) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def timed_steps(minutes: float, step_fn, total_hint: int, warmup: int, optimizer, base_lrs, log_every=50, eval_fn=None, eval_every=0):
+    """Run step_fn(step) with a cosine schedule sized so the whole stage takes `minutes`."""
+    total = total_hint
+    t0 = time.time()
+    step = 0
+    while step < total:
+        if step == 30:  # measured speed fixes the schedule length
+            per_step = (time.time() - t0) / 30
+            total = max(31, int(minutes * 60 / per_step))
+            print(f"  {per_step * 1000:.0f} ms/step -> {total} steps", flush=True)
+        factor = cosine(step, total, warmup)
+        for group, lr in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = lr * factor
+        loss = step_fn(step)
+        if step % log_every == 0:
+            print(f"  step {step}/{total} loss {loss:.4f} ({time.time() - t0:.0f}s)", flush=True)
+        if eval_fn and eval_every and step and step % eval_every == 0:
+            eval_fn()
+        step += 1
+
+
+def train_vision(model, pool, minutes: float, batch: int, lr: float, seed: int) -> float:
+    tower = model.model.vision_tower
+    hidden = tower.config.hidden_size
+    head = torch.nn.Linear(hidden, 6 + 6 + 10)
+    params = list(tower.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(pool["images"])
+
+    def logits_for(idx):
+        feats = tower(to_pixels(pool["images"][idx].numpy()), output_hidden_states=True).hidden_states[-1][:, 1:]
+        return head(feats)  # (B, 16, 22)
+
+    def step_fn(step):
+        idx = torch.randint(0, n, (batch,), generator=gen)
+        out = logits_for(idx)
+        y = pool["cells"][idx]
+        loss = F.cross_entropy(out[..., :6].flatten(0, 1), y[..., 0].flatten())
+        loss = loss + F.cross_entropy(out[..., 6:12].flatten(0, 1), y[..., 1].flatten())
+        loss = loss + F.cross_entropy(out[..., 12:].flatten(0, 1), y[..., 2].flatten(), ignore_index=-100)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    timed_steps(minutes, step_fn, 10**9, 50, optimizer, [lr])
+    return head
+
+
+@torch.no_grad()
+def vision_accuracy(model, head, processor, seed: int) -> dict[str, float]:
+    """Per-cell accuracy of the pretrained tower on held-out test scenes (test digit pool)."""
+    items = [vqa.make_item(t, "test", i, seed) for t in vqa.TASKS for i in range(100)]
+    raw = np.stack([np.asarray(vqa.render(it.scene)) for it in items])
+    y = torch.from_numpy(np.stack([cell_labels(it.scene) for it in items]))
+    feats = model.model.vision_tower(to_pixels(raw), output_hidden_states=True).hidden_states[-1][:, 1:]
+    out = head(feats)
+    colour = (out[..., :6].argmax(-1) == y[..., 0]).float().mean().item()
+    shape = (out[..., 6:12].argmax(-1) == y[..., 1]).float().mean().item()
+    has_digit = y[..., 2] >= 0
+    digit = (out[..., 12:].argmax(-1)[has_digit] == y[..., 2][has_digit]).float().mean().item()
+    return {"colour": colour, "shape": shape, "digit": digit}
+
+
+@torch.no_grad()
+def answer_accuracy(model, processor, eval_pool) -> dict[str, float]:
+    """Teacher-forced exact match: every answer token (and the end token) is the argmax.
+
+    With greedy decoding this equals generation exact match, at the cost of one forward pass.
+    """
+    model.eval()
+    pad = processor.tokenizer.pad_token_id
+    hits = []
+    for start in range(0, len(eval_pool["images"]), 256):
+        idx = torch.arange(start, min(start + 256, len(eval_pool["images"])))
+        batch = lm_batch(eval_pool, idx, pad)
+        labels = batch.pop("labels")
+        logits = model(**batch).logits[:, :-1]
+        target = labels[:, 1:]
+        ok = (logits.argmax(-1) == target) | (target == -100)
+        hits.append(ok.all(1))
+    model.train()
+    hits = torch.cat(hits).float()
+    tasks = eval_pool["tasks"]
+    result = {t: hits[tasks == i].mean().item() for i, t in enumerate(vqa.TASKS)}
+    result["overall"] = hits.mean().item()
+    return result
+
+
+def test_pool(processor, n_per_task: int, seed: int) -> dict[str, torch.Tensor]:
+    samples = vqa.load_split("test", n_per_task, seed=seed)
+    full = [processor.apply_chat_template(chat.to_messages(s)) for s in samples]
+    encoded = processor(text=full, images=[s["images"] for s in samples], return_tensors="pt", padding="max_length", max_length=48)
+    prompts = processor.tokenizer([chat.prompt_text(processor, s) for s in samples])["input_ids"]
+    return {
+        "images": torch.from_numpy(np.stack([np.asarray(s["images"][0]) for s in samples])),
+        "input_ids": encoded["input_ids"].to(torch.int16),
+        "prompt_lens": torch.tensor([len(p) + 15 for p in prompts]),
+        "tasks": torch.tensor([vqa.TASKS.index(s["source"]) for s in samples]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, default=Path(".cache/embedded"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=int, default=120_000)
+    parser.add_argument("--vision-minutes", type=float, default=3.0)
+    parser.add_argument("--vlm-minutes", type=float, default=40.0)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-every", type=int, default=500)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    started = time.time()
+    processor = build_processor()
+    pad = processor.tokenizer.pad_token_id
+    print("building the training pool", flush=True)
+    pool = build_pool(processor, args.samples, args.cache, args.seed)
+    evals = test_pool(processor, 100, args.seed)
+
+    model = LlavaForConditionalGeneration(build_config(hidden_size=args.hidden, num_layers=args.layers))
+    model.train()
+    print(f"stage 1: vision tower, {args.vision_minutes} min", flush=True)
+    head = train_vision(model, pool, args.vision_minutes, 256, 3e-3, args.seed)
+    vision = vision_accuracy(model, head, processor, args.seed)
+    print("  vision cell accuracy (test scenes):", vision, flush=True)
+
+    print(f"stage 2: projector + decoder, {args.vlm_minutes} min", flush=True)
+    model.model.vision_tower.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    n = len(pool["images"])
+
+    def step_fn(step):
+        idx = torch.randint(0, n, (args.batch,), generator=gen)
+        loss = model(**lm_batch(pool, idx, pad)).loss
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        return loss.item()
+
+    timed_steps(
+        args.vlm_minutes, step_fn, 10**9, 200, optimizer, [args.lr], log_every=100,
+        eval_fn=lambda: print("  eval:", json.dumps({k: round(v, 3) for k, v in answer_accuracy(model, processor, evals).items()}), flush=True),
+        eval_every=args.eval_every,
+    )
+    final = answer_accuracy(model, processor, evals)
+    print("final (teacher-forced, 100/task):", json.dumps(final), flush=True)
+
+    model.eval()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float16).save_pretrained(args.out)
+    processor.save_pretrained(args.out)
+    info = {
+        "seed": args.seed, "samples": args.samples, "vision_minutes": args.vision_minutes,
+        "vlm_minutes": args.vlm_minutes, "batch": args.batch, "lr": args.lr, "threads": args.threads,
+        "vision_cell_accuracy": vision, "teacher_forced_accuracy": final,
+        "wall_seconds": round(time.time() - started),
+        "torch": torch.__version__,
+    }
+    (args.out / "training_info.json").write_text(json.dumps(info, indent=2))
+    print(f"saved to {args.out} in {info['wall_seconds']}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,324 @@
+"""The embedded visual-QA suite: grid scenes of coloured shapes and handwritten digits.
+
+Each image is a GRID x GRID board of CELL x CELL pixel cells, so with a vision patch size of CELL
+every object falls in exactly one patch and becomes one image token (vision stays easy). The
+questions are multi-step so the language decoder needs its depth: counting under a condition,
+comparing two counts, lookups that chain two spatial relations, counting along a row or column,
+adding and comparing real handwritten digits (scikit-learn's ``load_digits``).
+
+Samples use FineVision's conversation schema (``images``, ``texts`` = [{"user", "assistant"}],
+``source``) so one loader serves both. Splits are deterministic and disjoint: the held-out test
+split owns its (scene, question) keys and its own pool of digit images; calibration skips test
+keys; the training stream skips both.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+GRID = 4
+CELL = 8
+IMAGE_SIZE = GRID * CELL
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (230, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (60, 100, 255),
+    "yellow": (240, 220, 40),
+}
+SHAPES = ("square", "circle", "triangle", "cross")
+DIRECTIONS = {"left of": (0, -1), "right of": (0, 1), "above": (-1, 0), "below": (1, 0)}
+TASKS = ("count", "compare", "relation", "line_count", "digit_sum", "digit_max")
+SPLITS = ("train", "calib", "test")
+
+# Keys reserved for the held-out splits: the training stream never emits them, whatever size
+# of test or calibration set a caller asks for up to these bounds.
+TEST_RESERVE = 1000
+CALIB_RESERVE = 500
+
+# An object is ("shape", colour, shape) or ("digit", value, digit_image_index); None is empty.
+Obj = tuple[str, str | int, str | int] | None
+Scene = tuple[Obj, ...]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One question about one scene, before rendering."""
+
+    task: str
+    scene: Scene
+    question: str
+    answer: str
+
+    @property
+    def key(self) -> tuple:
+        return (self.task, self.scene, self.question)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _shape_masks() -> dict[str, np.ndarray]:
+    yy, xx = np.mgrid[0:CELL, 0:CELL]
+    square = (yy >= 1) & (yy <= 6) & (xx >= 1) & (xx <= 6)
+    circle = (yy - 3.5) ** 2 + (xx - 3.5) ** 2 <= 3.3**2
+    triangle = (yy >= 1) & (yy <= 6) & (np.abs(xx - 3.5) <= (yy - 0.5) * 0.6)
+    cross = ((yy >= 3) & (yy <= 4) & (xx >= 1) & (xx <= 6)) | ((xx >= 3) & (xx <= 4) & (yy >= 1) & (yy <= 6))
+    return {"square": square, "circle": circle, "triangle": triangle, "cross": cross}
+
+
+@functools.cache
+def _assets() -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Shape masks, digit images (N, 8, 8) in [0, 1], their labels, and digit pools per split."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)
+    labels = digits.target.astype(np.int64)
+    order = np.random.default_rng(1234).permutation(len(labels))
+    n_test = len(labels) // 5
+    pools = {"test": np.sort(order[:n_test]), "train": np.sort(order[n_test:])}
+    pools["calib"] = pools["train"]
+    return _shape_masks(), images, labels, pools
+
+
+def render(scene: Scene) -> Image.Image:
+    """Draw a scene as an RGB image of IMAGE_SIZE x IMAGE_SIZE pixels on black."""
+    masks, digit_images, _, _ = _assets()
+    pixels = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    for index, obj in enumerate(scene):
+        if obj is None:
+            continue
+        row, col = divmod(index, GRID)
+        cell = pixels[row * CELL : (row + 1) * CELL, col * CELL : (col + 1) * CELL]
+        if obj[0] == "shape":
+            cell[masks[obj[2]]] = COLOURS[obj[1]]
+        else:
+            cell[:] = (digit_images[obj[2]][..., None] * 255).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenes and questions
+
+
+def _random_shape(rng: np.random.Generator) -> Obj:
+    return ("shape", str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES)))
+
+
+def _shape_scene(rng: np.random.Generator, low: float = 0.3, high: float = 0.8) -> list[Obj]:
+    density = rng.uniform(low, high)
+    return [_random_shape(rng) if rng.random() < density else None for _ in range(GRID * GRID)]
+
+
+def _unique_shapes(scene: list[Obj]) -> list[int]:
+    """Cells whose (colour, shape) appears exactly once, so 'the red circle' names one cell."""
+    shapes = [obj for obj in scene if obj is not None and obj[0] == "shape"]
+    return [i for i, obj in enumerate(scene) if obj is not None and obj[0] == "shape" and shapes.count(obj) == 1]
+
+
+def _matches(obj: Obj, colour: str | None, shape: str | None) -> bool:
+    if obj is None or obj[0] != "shape":
+        return False
+    return (colour is None or obj[1] == colour) and (shape is None or obj[2] == shape)
+
+
+def _phrase(colour: str | None, shape: str | None) -> str:
+    return f"{colour or ''} {shape or 'thing'}".strip()
+
+
+def _condition(rng: np.random.Generator) -> tuple[str | None, str | None]:
+    kind = rng.integers(3)
+    colour = str(rng.choice(list(COLOURS))) if kind != 1 else None
+    shape = str(rng.choice(SHAPES)) if kind != 0 else None
+    return colour, shape
+
+
+def _describe(obj: Obj) -> str:
+    if obj is None:
+        return "nothing"
+    if obj[0] == "digit":
+        return f"digit {obj[1]}"
+    return f"{obj[1]} {obj[2]}"
+
+
+def _task_count(rng, digits) -> Item:
+    scene = _shape_scene(rng)
+    colour, shape = _condition(rng)
+    n = sum(_matches(obj, colour, shape) for obj in scene)
+    return Item("count", tuple(scene), f"how many {_phrase(colour, shape)} are there ?", str(n))
+
+
+def _task_compare(rng, digits) -> Item:
+    while True:
+        scene = _shape_scene(rng)
+        a, b = _condition(rng), _condition(rng)
+        na = sum(_matches(obj, *a) for obj in scene)
+        nb = sum(_matches(obj, *b) for obj in scene)
+        if a != b and na != nb:
+            break
+    if rng.random() < 0.5:  # balance yes / no
+        a, b, na, nb = b, a, nb, na
+    question = f"are there more {_phrase(*a)} than {_phrase(*b)} ?"
+    return Item("compare", tuple(scene), question, "yes" if na > nb else "no")
+
+
+def _step(cell: int, direction: str) -> int | None:
+    row, col = divmod(cell, GRID)
+    dr, dc = DIRECTIONS[direction]
+    row, col = row + dr, col + dc
+    return row * GRID + col if 0 <= row < GRID and 0 <= col < GRID else None
+
+
+def _task_relation(rng, digits) -> Item:
+    while True:
+        scene = _shape_scene(rng, 0.45, 0.85)
+        anchors = _unique_shapes(scene)
+        if not anchors:
+            continue
+        anchor = int(rng.choice(anchors))
+        hops = [str(rng.choice(list(DIRECTIONS))) for _ in range(int(rng.integers(1, 3)))]
+        cell: int | None = anchor
+        for direction in hops:
+            cell = _step(cell, direction)
+            if cell is None:
+                break
+        if cell is not None:
+            break
+    _, colour, shape = scene[anchor]
+    where = f"{hops[0]} the {colour} {shape}"
+    if len(hops) == 2:
+        where = f"{hops[1]} the cell {where}"
+    return Item("relation", tuple(scene), f"what is {where} ?", _describe(scene[cell]))
+
+
+def _task_line_count(rng, digits) -> Item:
+    while True:
+        scene = _shape_scene(rng, 0.35, 0.8)
+        anchors = _unique_shapes(scene)
+        if anchors:
+            break
+    anchor = int(rng.choice(anchors))
+    line = str(rng.choice(["row", "column"]))
+    row, col = divmod(anchor, GRID)
+    cells = [row * GRID + c for c in range(GRID)] if line == "row" else [r * GRID + col for r in range(GRID)]
+    n = sum(scene[c] is not None for c in cells if c != anchor)
+    _, colour, shape = scene[anchor]
+    return Item("line_count", tuple(scene), f"how many things share a {line} with the {colour} {shape} ?", str(n))
+
+
+def _digit_scene(rng, digits: np.ndarray, n_digits: int) -> tuple[list[Obj], list[int]]:
+    _, _, labels, _ = _assets()
+    scene = _shape_scene(rng, 0.0, 0.4)
+    cells = rng.choice(GRID * GRID, size=n_digits, replace=False)
+    values = []
+    for cell in cells:
+        image_index = int(rng.choice(digits))
+        scene[int(cell)] = ("digit", int(labels[image_index]), image_index)
+        values.append(int(labels[image_index]))
+    return scene, values
+
+
+def _task_digit_sum(rng, digits) -> Item:
+    scene, values = _digit_scene(rng, digits, 2)
+    return Item("digit_sum", tuple(scene), "what is the sum of the two digits ?", str(sum(values)))
+
+
+def _task_digit_max(rng, digits) -> Item:
+    scene, values = _digit_scene(rng, digits, 3)
+    return Item("digit_max", tuple(scene), "what is the largest of the three digits ?", str(max(values)))
+
+
+_MAKERS = {
+    "count": _task_count,
+    "compare": _task_compare,
+    "relation": _task_relation,
+    "line_count": _task_line_count,
+    "digit_sum": _task_digit_sum,
+    "digit_max": _task_digit_max,
+}
+assert tuple(_MAKERS) == TASKS
+
+
+def make_item(task: str, split: str, index: int, seed: int = 0) -> Item:
+    """The index-th candidate item of a task in a split; a pure function of its arguments."""
+    if task not in _MAKERS:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    rng = np.random.default_rng([seed, SPLITS.index(split), TASKS.index(task), index])
+    return _MAKERS[task](rng, _assets()[3][split])
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits
+
+
+@functools.cache
+def _reserved_keys(seed: int) -> tuple[frozenset, frozenset]:
+    """Keys of the reserved test and calibration items, used to keep the splits disjoint."""
+    test = frozenset(make_item(t, "test", i, seed).key for t in TASKS for i in range(TEST_RESERVE))
+    calib = frozenset(
+        item.key
+        for t in TASKS
+        for item in (make_item(t, "calib", i, seed) for i in range(CALIB_RESERVE))
+        if item.key not in test
+    )
+    return test, calib
+
+
+def _split_items(task: str, split: str, n: int, seed: int, start: int = 0) -> Iterator[Item]:
+    """Distinct items of one task in one split, skipping keys owned by an earlier split."""
+    test, calib = _reserved_keys(seed) if split != "test" else (frozenset(), frozenset())
+    blocked = test if split == "calib" else test | calib
+    seen: set = set()
+    index = start
+    while n is None or len(seen) < n:
+        item = make_item(task, split, index, seed)
+        index += 1
+        if item.key in blocked or item.key in seen:
+            continue
+        seen.add(item.key)
+        yield item
+
+
+def to_sample(item: Item) -> dict:
+    """An item in FineVision's schema: images, texts (user/assistant turns), source."""
+    return {"images": [render(item.scene)], "texts": [{"user": item.question, "assistant": item.answer}], "source": item.task}
+
+
+def load_split(split: str, n_per_task: int, tasks: tuple[str, ...] = TASKS, seed: int = 0) -> list[dict]:
+    """A finite split: n_per_task samples of each task, tasks interleaved.
+
+    Args:
+        split: "calib" or "test" (the training split is a stream: use ``train_stream``).
+        n_per_task: samples per task; at most TEST_RESERVE for test and CALIB_RESERVE for calib.
+        tasks: which task types to include.
+        seed: suite seed; the shipped model was trained and evaluated with seed 0.
+    """
+    limits = {"test": TEST_RESERVE, "calib": CALIB_RESERVE}
+    if split not in limits:
+        raise ValueError(f"load_split serves 'calib' and 'test', got {split!r}; use train_stream for training data")
+    if not 0 < n_per_task <= limits[split]:
+        raise ValueError(f"n_per_task for {split} must be in 1..{limits[split]}, got {n_per_task}")
+    per_task = [list(_split_items(t, split, n_per_task, seed)) for t in tasks]
+    return [to_sample(items[i]) for i in range(n_per_task) for items in per_task]
+
+
+def train_items(seed: int = 0, tasks: tuple[str, ...] = TASKS) -> Iterator[Item]:
+    """The endless training stream of items, tasks in turn, disjoint from test and calib."""
+    streams = [_split_items(t, "train", None, seed) for t in tasks]
+    while True:
+        for stream in streams:
+            yield next(stream)
+
+
+def train_stream(seed: int = 0, tasks: tuple[str, ...] = TASKS) -> Iterator[dict]:
+    """The endless training stream in FineVision's schema."""
+    return (to_sample(item) for item in train_items(seed, tasks))

@@ -1,0 +1,113 @@
+"""Built-in evaluation: greedy generation on the visual-QA suite, exact-match accuracy per task."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import Progress
+
+from interlace.data.chat import prompt_text
+
+
+@dataclass
+class EvalResult:
+    """Exact-match accuracy: overall (mean over samples), per task (the sample's ``source``)."""
+
+    overall: float
+    tasks: dict[str, float]
+    n: int
+    predictions: list[str] = field(default_factory=list, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("predictions")
+        return data
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def normalise(answer: str) -> str:
+    return " ".join(answer.lower().strip().rstrip(".").split())
+
+
+def score(samples: Sequence[dict], predictions: Sequence[str]) -> EvalResult:
+    """Exact match of each prediction against the sample's first assistant turn (normalised)."""
+    if len(samples) != len(predictions):
+        raise ValueError(f"{len(samples)} samples but {len(predictions)} predictions")
+    if not samples:
+        raise ValueError("nothing to evaluate: the sample list is empty")
+    by_task: dict[str, list[bool]] = defaultdict(list)
+    for sample, prediction in zip(samples, predictions):
+        by_task[sample["source"]].append(normalise(prediction) == normalise(sample["texts"][0]["assistant"]))
+    hits = [hit for task_hits in by_task.values() for hit in task_hits]
+    return EvalResult(
+        overall=sum(hits) / len(hits),
+        tasks={task: sum(h) / len(h) for task, h in sorted(by_task.items())},
+        n=len(hits),
+        predictions=list(predictions),
+    )
+
+
+@torch.no_grad()
+def generate_answers(
+    model: Any,
+    processor: Any,
+    samples: Sequence[dict],
+    batch_size: int = 64,
+    max_new_tokens: int = 8,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Greedy answers to each sample's first question, through the processor's chat template."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    device = next(model.parameters()).device if hasattr(model, "parameters") else "cpu"
+    answers: list[str] = []
+    for start in range(0, len(samples), batch_size):
+        batch = samples[start : start + batch_size]
+        texts = [prompt_text(processor, sample) for sample in batch]
+        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
+        if any(sample["images"] for sample in batch):
+            kwargs["images"] = [sample["images"] for sample in batch]
+        inputs = processor(**kwargs).to(device)
+        output = model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        answers += [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        if on_batch:
+            on_batch(len(batch))
+    return answers
+
+
+def evaluate(
+    model: Any,
+    processor: Any,
+    samples: Sequence[dict],
+    batch_size: int = 64,
+    max_new_tokens: int = 8,
+    progress: bool = True,
+    description: str = "evaluating",
+) -> EvalResult:
+    """Generate greedy answers for every sample and score them by exact match.
+
+    Args:
+        model: anything with a transformers-style ``generate``.
+        processor: the model's processor (or tokenizer for text-only samples).
+        samples: FineVision-schema samples; ``source`` is the task name.
+        batch_size: prompts per generate call (left padded).
+        max_new_tokens: generation budget per answer.
+        progress: show a rich progress bar.
+        description: the progress bar's label.
+    """
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(description, total=len(samples))
+        answers = generate_answers(
+            model, processor, samples, batch_size, max_new_tokens, on_batch=lambda n: bar.advance(task, n)
+        )
+    return score(samples, answers)
