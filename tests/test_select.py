@@ -1,0 +1,82 @@
+"""INTERLACE selection on hand-made score arrays: ranking, drop rule, ties, adjacency, exhaustion."""
+
+import numpy as np
+import pytest
+
+from interlace.select import Plan, SelectionError, drop_budget, interlace_select
+
+
+def select(s1, s3, budget, s2=None, **kw):
+    n = len(s1) + 1
+    s2 = np.zeros(n - 2) if s2 is None else s2
+    return interlace_select(np.array(s1, float), np.array(s2, float), np.array(s3, float), budget, n, **kw)
+
+
+def test_best_triplet_drops_the_more_redundant_of_its_first_two_layers():
+    # L = 8; triplet starts 0..4 (s3 has L - 3 entries), s1 has L - 1 entries.
+    s1 = [0.1, 0.2, 0.9, 0.3, 0.1, 0.1, 0.1]
+    s3 = [0.1, 0.2, 0.3, 0.8, 0.2]
+    plan = select(s1, s3, 1)
+    assert (plan.dropped, plan.finetuned, plan.anchors) == ([3], [4], [5])  # s1[3] 0.3 >= s1[4] 0.1
+    plan = select([0.1, 0.2, 0.9, 0.3, 0.6, 0.1, 0.1], s3, 1)
+    assert (plan.dropped, plan.finetuned, plan.anchors) == ([4], [3], [5])
+
+
+def test_s1_tie_drops_the_first_layer_and_s3_tie_prefers_the_lower_start():
+    s1 = [0.5] * 7
+    s3 = [0.7, 0.2, 0.2, 0.7, 0.2]
+    plan = select(s1, s3, 1)
+    assert plan.groups[0].start == 0 and plan.dropped == [0] and plan.finetuned == [1] and plan.anchors == [2]
+
+
+def test_triplets_are_disjoint_but_may_be_adjacent():
+    s1 = [0.5] * 8  # L = 9
+    s3 = [0.9, 0.95, 0.1, 0.8, 0.1, 0.1]  # start 1 wins; 0 overlaps it; 3 overlaps too (layer 3); then 4..
+    plan = select(s1, s3, 2)
+    starts = [g.start for g in plan.groups]
+    assert starts[0] == 1
+    assert all(len(set(range(a, a + 3)) & set(range(b, b + 3))) == 0 for a in starts for b in starts if a != b)
+    s3 = [0.9, 0.1, 0.1, 0.8, 0.1, 0.1]  # 0-2 and 3-5 are adjacent and disjoint
+    assert [g.start for g in select(s1, s3, 2).groups] == [0, 3]
+
+
+def test_pair_fallback_when_triplets_run_out_is_logged():
+    s1 = [0.5] * 6  # L = 7: triplet starts 0..3, pair starts 0..4
+    s3 = [0.1, 0.9, 0.1, 0.1]  # 1-3 taken; every other triplet overlaps it
+    s2 = [0.1, 0.2, 0.3, 0.4, 0.6]  # best free pair: (4, 5)
+    plan = select(s1, s3, 2, s2=s2)
+    assert plan.path == "triplets+pairs" and any("pairs" in line for line in plan.log)
+    pair = [g for g in plan.groups if g.kind == "pair"][0]
+    assert (pair.start, pair.drop, pair.finetune, pair.anchor) == (4, 4, 5, None)
+    assert plan.anchors == [3] and plan.dropped == [1, 4]
+
+
+def test_exhaustion_raises_with_a_fix():
+    with pytest.raises(SelectionError, match="lower --ratio"):
+        select([0.5] * 5, [0.1, 0.9, 0.1], 3, s2=[0.1] * 5)
+
+
+def test_protected_layers_are_never_dropped():
+    s1 = [0.1, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1]
+    s3 = [0.9, 0.1, 0.1, 0.5, 0.1]
+    plan = select(s1, s3, 1, protected=(1,))
+    assert 1 not in plan.dropped and plan.groups[0].start == 3
+
+
+def test_one_after_rule_always_drops_the_first():
+    s1 = [0.1, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1]
+    s3 = [0.9, 0.1, 0.1, 0.1, 0.1]
+    assert select(s1, s3, 1, drop_rule="first").dropped == [0]
+    assert select(s1, s3, 1).dropped == [1]
+
+
+def test_budget_and_plan_bookkeeping():
+    assert [drop_budget(r, 36) for r in (0.10, 0.15, 0.20, 0.25)] == [3, 5, 7, 9]
+    assert drop_budget(0.25, 12) == 3
+    with pytest.raises(ValueError):
+        drop_budget(0, 12)
+    plan = select([0.5] * 11, [0.9, 0.1, 0.1, 0.8, 0.1, 0.1, 0.7, 0.1, 0.1], 3)
+    assert plan.kept == [i for i in range(12) if i not in plan.dropped]
+    assert set(plan.frozen) | set(plan.finetuned) == set(plan.kept)
+    assert [plan.kept[i] for i in plan.finetuned_after_cut] == plan.finetuned
+    assert Plan.from_json(plan.to_json()).to_json() == plan.to_json()
