@@ -81,18 +81,117 @@ def eval_command(
         result.save(json_path)
 
 
+def _stage_log(message: str) -> None:
+    console.print(message, highlight=False)
+
+
+def _run_prune(config) -> "PruneReport":  # noqa: F821
+    from interlace.pipeline import prune
+
+    try:
+        return prune(config, log=_stage_log)
+    except (ValueError, FileExistsError) as error:
+        fail(str(error).splitlines()[0])
+
+
+def _summary_table(report) -> Table:
+    table = Table(title="interlace: before / after")
+    table.add_column("")
+    table.add_column("dense", justify="right")
+    table.add_column("pruned + healed", justify="right")
+    table.add_row("decoder layers", str(report.layers_before), str(report.layers_after))
+    if report.dense and report.pruned:
+        for task in sorted(report.dense["tasks"]):
+            table.add_row(task, f"{report.dense['tasks'][task]:.3f}", f"{report.pruned['tasks'][task]:.3f}")
+        table.add_row("[bold]overall", f"[bold]{report.dense['overall']:.3f}", f"[bold]{report.pruned['overall']:.3f}")
+        table.add_row("[bold]retention", "", f"[bold]{report.retention:.3f}")
+    for stage, seconds in report.wall_seconds.items():
+        table.add_row(f"[dim]{stage} (s)", "", f"[dim]{seconds:.1f}")
+    return table
+
+
+def _write_report_json(path: Path | None, report) -> None:
+    if path is None:
+        return
+    data = report.to_json()
+    data["dense"] = report.dense
+    data["pruned"] = report.pruned
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
 @app.command()
-def demo(json_path: JsonOpt = None, threads: ThreadsOpt = 1) -> None:
-    """Run interlace on the embedded model and print the before/after table."""
-    from interlace.data import vqa
-    from interlace.evaluate import evaluate
-    from interlace.loading import load_model
+def methods() -> None:
+    """List the layer-selection methods, with what the -FT variant heals and the paper."""
+    from interlace.methods import METHODS
+
+    table = Table(title="selection methods")
+    for column in ("name", "what it does", "-FT heals", "paper"):
+        table.add_column(column)
+    for method in METHODS.values():
+        table.add_row(method.name, method.description, method.heals, method.paper)
+    console.print(table)
+
+
+@app.command()
+def prune(
+    model: ModelArg = None,
+    out: Annotated[Path, typer.Option("--out", help="Output directory for the pruned checkpoint.")] = Path("runs/interlace"),
+    ratio: Annotated[float, typer.Option(help="Share of decoder layers to remove (K = floor(ratio * L)).")] = 0.25,
+    method: Annotated[str, typer.Option(help="Selection method; see `interlace methods`.")] = "interlace",
+    data: Annotated[str, typer.Option(help="Calibration/healing data: embedded, a local JSONL/Parquet/imagefolder, a Hub dataset, or finevision.")] = "embedded",
+    calib_samples: Annotated[int, typer.Option(help="Calibration samples.")] = 384,
+    train_samples: Annotated[Optional[int], typer.Option(help="Healing samples (one epoch); default: the data source's.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Healing learning rate (paper: 1e-5; embedded: 1e-3).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Effective healing batch (paper: 32).")] = None,
+    micro_batch_size: Annotated[Optional[int], typer.Option(help="Samples per forward pass.")] = None,
+    heal: Annotated[bool, typer.Option("--heal/--no-heal", help="Heal the survivor layers.")] = True,
+    train_lm_head: Annotated[bool, typer.Option(help="Also train the lm_head (the paper freezes it).")] = False,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for activation memory.")] = False,
+    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate on the built-in suite before and after.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed for data order and any randomness.")] = 0,
+    dtype: Annotated[str, typer.Option(help="Weights dtype: float32 or bfloat16.")] = "float32",
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from <out>.work.")] = False,
+    json_path: JsonOpt = None,
+    threads: ThreadsOpt = 0,
+) -> None:
+    """Score layers, select, cut, heal the survivors, verify, evaluate and save."""
+    from interlace.heal import HealConfig
+    from interlace.pipeline import EMBEDDED_HEAL, PruneConfig
 
     _threads(threads)
-    started = time.perf_counter()
-    loaded, processor = load_model(None)
-    dense = evaluate(loaded, processor, vqa.load_split("test", 500), description="dense model")
-    report = {"dense": dense.to_json(), "wall_seconds": {"evaluate_dense": round(time.perf_counter() - started, 1)}}
-    console.print(_accuracy_table("embedded model: held-out accuracy", {"dense": report["dense"]}))
-    if json_path:
-        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    embedded = model in (None, "embedded")
+    base = {**(EMBEDDED_HEAL if embedded else {}), "seed": seed}
+    overrides = {"lr": lr, "batch_size": batch_size, "micro_batch_size": micro_batch_size}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    if "micro_batch_size" in base and "batch_size" in base and base["micro_batch_size"] > base["batch_size"]:
+        base["micro_batch_size"] = base["batch_size"]
+    try:
+        heal_config = HealConfig(**base, train_lm_head=train_lm_head, gradient_checkpointing=gradient_checkpointing)
+    except ValueError as error:
+        fail(str(error))
+    config = PruneConfig(
+        model=model, out=out, ratio=ratio, method=method, data=data, calib_samples=calib_samples,
+        train_samples=train_samples, heal=heal_config, do_heal=heal, evaluate=evaluate, seed=seed,
+        overwrite=overwrite, resume=resume, dtype=dtype,
+    )
+    report = _run_prune(config)
+    console.print(_summary_table(report))
+    console.print(f"saved and verified: {report.out}")
+    _write_report_json(json_path, report)
+
+
+@app.command()
+def demo(
+    json_path: JsonOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Where the pruned demo model goes.")] = Path("runs/demo"),
+    threads: ThreadsOpt = 1,
+) -> None:
+    """Prune 25% of the embedded model with INTERLACE, heal, and print the before/after table."""
+    from interlace.pipeline import PruneConfig
+
+    _threads(threads)
+    report = _run_prune(PruneConfig(out=out, ratio=0.25, overwrite=True))
+    console.print(_summary_table(report))
+    console.print(f"pruned model: {report.out}")
+    _write_report_json(json_path, report)

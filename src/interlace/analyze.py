@@ -1,0 +1,124 @@
+"""Calibration: run the dense model on prompts and score every layer's redundancy (SPEC 2.1).
+
+Forward hooks on each decoder layer capture the residual stream entering it (and the last layer's
+output), so the states are pre-norm and include Qwen3-VL's DeepStack injections, unlike
+``output_hidden_states``. The scores themselves are computed in ``interlace.scores``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import Progress
+
+from interlace.arch import get_arch
+from interlace.data.chat import prompt_text, to_messages
+from interlace.scores import RedundancyScores, SimilarityAccumulator
+
+
+def _hidden(value: Any) -> torch.Tensor:
+    return value[0] if isinstance(value, (tuple, list)) else value
+
+
+def batch_inputs(processor: Any, samples: Sequence[dict], with_answers: bool = False) -> dict[str, torch.Tensor]:
+    """Processor inputs for a batch of samples: prompts only (the paper) or whole conversations."""
+    if with_answers:
+        texts = [processor.apply_chat_template(to_messages(s), add_generation_prompt=False) for s in samples]
+    else:
+        texts = [prompt_text(processor, s) for s in samples]
+    kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
+    if any(s["images"] for s in samples):
+        kwargs["images"] = [s["images"] for s in samples]
+    return processor(**kwargs)
+
+
+@torch.no_grad()
+def compute_scores(
+    model: Any,
+    processor: Any,
+    samples: Sequence[dict],
+    ks: tuple[int, ...] = (1, 2, 3),
+    batch_size: int = 8,
+    with_answers: bool = False,
+    progress: bool = True,
+) -> RedundancyScores:
+    """s_k(i) of every decoder layer of ``model`` on calibration ``samples``.
+
+    Args:
+        model: a loaded transformers model of a supported family (see ``interlace archs``).
+        processor: its processor; prompts go through its chat template.
+        samples: FineVision-schema samples; each weighs the same.
+        ks: the distances k to score (1, 2, 3 for INTERLACE).
+        batch_size: samples per forward pass (padding is masked out of the means).
+        with_answers: score whole conversations instead of prompts only.
+        progress: show a progress bar.
+
+    Returns:
+        RedundancyScores over the model's L + 1 residual states.
+    """
+    if not samples:
+        raise ValueError("calibration needs at least one sample")
+    layers = get_arch(model).layers
+    accumulator = SimilarityAccumulator(len(layers), ks)
+    last = len(layers) - 1
+
+    def on_input(module, args, kwargs):
+        accumulator.add_state(_hidden(args[0] if args else kwargs["hidden_states"]))
+
+    def on_output(module, args, kwargs, output):
+        accumulator.add_state(_hidden(output))
+
+    handles = [layer.register_forward_pre_hook(on_input, with_kwargs=True) for layer in layers]
+    handles.append(layers[last].register_forward_hook(on_output, with_kwargs=True))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task("calibrating", total=len(samples))
+            for start in range(0, len(samples), batch_size):
+                chunk = samples[start : start + batch_size]
+                inputs = batch_inputs(processor, chunk, with_answers).to(device)
+                accumulator.start_batch(inputs["attention_mask"])
+                model(**inputs, use_cache=False)
+                accumulator.end_batch()
+                bar.advance(task, len(chunk))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return accumulator.result(meta={"prompt_only": not with_answers, "ks": list(ks)})
+
+
+def save_scores(scores: RedundancyScores, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(scores.to_json(), indent=2) + "\n")
+
+
+def load_scores(path: str | Path) -> RedundancyScores:
+    return RedundancyScores.from_json(json.loads(Path(path).read_text()))
+
+
+def plot_scores(scores: RedundancyScores, path: str | Path, title: str = "layer redundancy") -> None:
+    """S1 and S3 per start layer (and S2 when present), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for k, style in ((1, "o-"), (2, "s--"), (3, "^-")):
+        if k in scores.similarity:
+            values = scores.s(k, use_final_state=True)
+            ax.plot(range(len(values)), values, style, label=f"S{k}: cos(h_i, h_i+{k})", markersize=4)
+    ax.set_xlabel("start layer i")
+    ax.set_ylabel("mean cosine similarity")
+    ax.set_title(f"{title} ({scores.num_samples} samples)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

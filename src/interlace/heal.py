@@ -1,0 +1,328 @@
+"""Healing: train only the survivor layers on assistant tokens, through accelerate (SPEC 2.5).
+
+Everything is frozen except the decoder layers named by the plan (all their parameters; no LoRA)
+and, on request, the lm_head. One epoch over the given samples in a fixed seeded order, AdamW,
+cosine schedule with warmup, gradient clipping and accumulation. The same code runs on one CPU,
+one GPU or many processes (``accelerate launch``).
+
+Reliability (issue 7): the trainable weights, optimizer, scheduler and data position are saved
+atomically every ``save_every`` optimizer steps; SIGTERM / Ctrl-C save and stop cleanly; a resumed
+run skips the batches already consumed and ends with the same weights; a NaN/inf loss stops the
+run naming the step and leaves the last good checkpoint untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from interlace.arch import get_arch
+from interlace.data.chat import IGNORE_INDEX, encode_for_training
+
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
+
+
+@dataclass
+class HealConfig:
+    """Healing hyper-parameters; defaults are the paper's (SPEC 2.5).
+
+    Attributes:
+        lr: AdamW learning rate (paper: 1e-5 on 8B models).
+        warmup_ratio: share of optimizer steps spent warming up (paper: 3%).
+        weight_decay: AdamW weight decay (paper: 0).
+        max_grad_norm: gradient clipping norm (paper: 1.0).
+        batch_size: effective batch per optimizer step, all processes together (paper: 32).
+        micro_batch_size: samples per forward pass on each process.
+        epochs: passes over the healing data (paper: 1).
+        max_length: longest tokenised sample kept (paper: 8192); longer ones are skipped.
+        train_lm_head: also train the output head (the paper means to freeze it).
+        gradient_checkpointing: recompute activations in backward to save memory.
+        mixed_precision: "auto" (bf16 where the GPU supports it, else fp32), "bf16" or "no".
+        seed: data order and any randomness.
+        save_every: optimizer steps between resumable checkpoints (0: only on interruption).
+    """
+
+    lr: float = 1e-5
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    batch_size: int = 32
+    micro_batch_size: int = 4
+    epochs: int = 1
+    max_length: int = 8192
+    train_lm_head: bool = False
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "auto"
+    seed: int = 0
+    save_every: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.lr <= 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.micro_batch_size < 1 or self.batch_size < self.micro_batch_size:
+            problems.append(f"need 1 <= micro_batch_size <= batch_size, got {self.micro_batch_size} and {self.batch_size}")
+        if self.mixed_precision not in ("auto", "bf16", "no"):
+            problems.append(f"mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass
+class HealResult:
+    steps: int
+    samples: int
+    skipped_samples: int
+    losses: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    resumed_from_step: int = 0
+    trainable_parameters: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class HealInterrupted(RuntimeError):
+    """SIGTERM or Ctrl-C arrived; the state was saved and the run can be resumed."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is left as it was."""
+
+
+def set_trainable(model: Any, layer_positions: Sequence[int], train_lm_head: bool = False) -> int:
+    """Freeze the model except the given decoder layers (and optionally the lm_head).
+
+    Mutates ``model``'s requires_grad flags. Returns the number of trainable parameters.
+    """
+    layers = get_arch(model).layers
+    bad = [i for i in layer_positions if not 0 <= i < len(layers)]
+    if bad:
+        raise ValueError(f"layer positions {bad} are outside 0..{len(layers) - 1}")
+    model.requires_grad_(False)
+    for i in layer_positions:
+        layers[i].requires_grad_(True)
+    if train_lm_head:
+        model.get_output_embeddings().requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def collate(encoded: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad per-sample sequences; concatenate everything else (pixels, grids) along dim 0."""
+    batch: dict[str, torch.Tensor] = {}
+    length = max(e["input_ids"].shape[1] for e in encoded)
+    for key in encoded[0]:
+        values = [e[key] for e in encoded]
+        if key in SEQUENCE_KEYS:
+            fill = {"input_ids": pad_id, "labels": IGNORE_INDEX}.get(key, 0)
+            batch[key] = torch.cat(
+                [torch.nn.functional.pad(v, (0, length - v.shape[1]), value=fill) for v in values]
+            )
+        else:
+            batch[key] = torch.cat(values)
+    return batch
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _atomic_save(state: dict, directory: Path) -> None:
+    """Write a checkpoint as directory/latest via a temp dir and a rename."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / "latest.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    torch.save(state, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps({"step": state["step"], "time": time.time()}))
+    final = directory / "latest"
+    old = directory / "latest.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(directory: Path) -> dict | None:
+    path = Path(directory) / "latest" / "state.pt"
+    return torch.load(path, weights_only=False) if path.exists() else None
+
+
+def heal(
+    model: Any,
+    processor: Any,
+    samples: Sequence[dict],
+    layer_positions: Sequence[int],
+    config: HealConfig,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> HealResult:
+    """Train the given decoder layers of ``model`` in place on ``samples``.
+
+    Args:
+        model: the (pruned) model; its weights are updated in place.
+        processor: the model's processor; chat template and tokenizer build inputs and labels.
+        samples: FineVision-schema samples (one epoch, shuffled with ``config.seed``).
+        layer_positions: decoder layer positions in ``model`` to train.
+        config: hyper-parameters.
+        checkpoint_dir: where resumable state goes (needed for save_every, interruption, resume).
+        resume: continue from checkpoint_dir/latest if present.
+        progress: show a progress bar.
+
+    Raises:
+        HealInterrupted: on SIGTERM / Ctrl-C, after saving the state.
+        NonFiniteLossError: on a NaN or inf loss, without touching the last checkpoint.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    started = time.perf_counter()
+    trainable = set_trainable(model, layer_positions, config.train_lm_head)
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    accelerator = Accelerator(mixed_precision=precision)
+    set_seed(config.seed)
+    world = accelerator.num_processes
+    per_step = config.micro_batch_size * world
+    if config.batch_size % per_step:
+        raise ValueError(f"batch_size {config.batch_size} must be a multiple of micro_batch_size x processes = {per_step}")
+    accumulation = config.batch_size // per_step
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    order = order * config.epochs
+    steps_total = max(1, len(order) // config.batch_size)
+    order = order[: steps_total * config.batch_size]  # whole optimizer steps only
+    warmup = math.ceil(config.warmup_ratio * steps_total)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, steps_total, warmup))
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    result = HealResult(steps=steps_total, samples=len(order), skipped_samples=0, trainable_parameters=trainable)
+    start_step = 0
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+    if resume and checkpoint_dir and (state := load_checkpoint(checkpoint_dir)):
+        named = dict(accelerator.unwrap_model(model).named_parameters())
+        with torch.no_grad():
+            for name, value in state["trainable"].items():
+                named[name].copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start_step = result.resumed_from_step = state["step"]
+        result.losses, result.lrs = state["losses"], state["lrs"]
+        result.skipped_samples = state["skipped"]
+
+    def save(step: int) -> None:
+        if checkpoint_dir is None or not accelerator.is_main_process:
+            return
+        unwrapped = accelerator.unwrap_model(model)
+        state = {
+            "step": step,
+            "trainable": {n: p.detach().cpu().clone() for n, p in unwrapped.named_parameters() if p.requires_grad},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "losses": result.losses,
+            "lrs": result.lrs,
+            "skipped": result.skipped_samples,
+            "config": asdict(config),
+        }
+        _atomic_save(state, checkpoint_dir)
+
+    stop = {"signal": None}
+
+    def on_signal(signum, frame):
+        stop["signal"] = signum
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    tokenizer = getattr(processor, "tokenizer", processor)
+    columns = (TextColumn("healing"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"), TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
+    try:
+        with Progress(*columns, disable=not (progress and accelerator.is_main_process), transient=True) as bar:
+            task = bar.add_task("heal", total=steps_total, completed=start_step, loss="-")
+            for step in range(start_step, steps_total):
+                step_samples = order[step * config.batch_size : (step + 1) * config.batch_size]
+                mine = step_samples[accelerator.process_index :: world]
+                micro_batches = []
+                for micro in range(accumulation):
+                    chunk = mine[micro * config.micro_batch_size : (micro + 1) * config.micro_batch_size]
+                    encoded = [encode_for_training(processor, samples[i]) for i in chunk]
+                    kept = [e for e in encoded if e["input_ids"].shape[1] <= config.max_length and (e["labels"] != IGNORE_INDEX).any()]
+                    result.skipped_samples += len(encoded) - len(kept)
+                    if kept:
+                        micro_batches.append(collate(kept, tokenizer.pad_token_id))
+                # Normalise by the answer tokens of the whole global step, so the loss and the
+                # gradients do not depend on how samples are grouped into micro-batches/processes.
+                local_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
+                global_tokens = accelerator.reduce(torch.tensor(float(local_tokens), device=accelerator.device), reduction="sum")
+                step_loss = torch.zeros((), device=accelerator.device)
+                for micro, batch in enumerate(micro_batches):
+                    batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                    labels = batch.pop("labels")
+                    sync = accelerator.no_sync(model) if micro < len(micro_batches) - 1 else contextlib.nullcontext()
+                    with sync, accelerator.autocast():
+                        logits = model(**batch).logits[:, :-1].float()
+                        loss_sum = torch.nn.functional.cross_entropy(
+                            logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+                        )
+                        if not torch.isfinite(loss_sum):
+                            raise NonFiniteLossError(
+                                f"loss became {loss_sum.item()} at healing step {step + 1}/{steps_total}; "
+                                f"the last good checkpoint in {checkpoint_dir or '(none: set save_every)'} is intact; "
+                                "lower the learning rate or check the data"
+                            )
+                        # DDP averages gradients over processes: scale by world to get the global sum.
+                        accelerator.backward(loss_sum * world / global_tokens)
+                    step_loss += loss_sum.detach()
+                accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                reduced = (accelerator.reduce(step_loss, reduction="sum") / global_tokens).item()
+                result.losses.append(round(reduced, 6))
+                result.lrs.append(scheduler.get_last_lr()[0])
+                bar.update(task, advance=1, loss=f"{reduced:.4f}")
+                if config.save_every and (step + 1) % config.save_every == 0 and step + 1 < steps_total:
+                    save(step + 1)
+                if stop["signal"] is not None:
+                    save(step + 1)
+                    raise HealInterrupted(
+                        f"healing stopped by signal {stop['signal']} after step {step + 1}/{steps_total}; "
+                        "state saved, rerun with --resume to continue"
+                    )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if config.gradient_checkpointing:
+            accelerator.unwrap_model(model).gradient_checkpointing_disable()
+    accelerator.unwrap_model(model).requires_grad_(False)
+    accelerator.unwrap_model(model).eval()
+    result.wall_seconds = round(time.perf_counter() - started, 2)
+    return result

@@ -1,0 +1,152 @@
+"""The registry of layer-selection methods: one entry each, with a description and a paper link.
+
+Every method maps redundancy scores (and, for a few, the model itself) to a ``Plan``: which layers
+to drop and which survivors to heal. The INTERLACE rules live in ``interlace.select``; the
+baselines that share the same scores are here, as small pure functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from interlace.scores import RedundancyScores
+from interlace.select import Plan, SelectionError, drop_budget, interlace_select
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    paper: str
+    heals: str  # which survivors the "-FT" variant trains
+    select: Callable[..., Plan]
+    ks: tuple[int, ...] = (1, 2, 3)
+
+
+def _successors(dropped: list[int], num_layers: int) -> list[int]:
+    """The first kept layer after each dropped layer (before it, for a dropped tail)."""
+    kept = [i for i in range(num_layers) if i not in set(dropped)]
+    chosen: list[int] = []
+    for d in dropped:
+        after = [k for k in kept if k > d and k not in chosen]
+        before = [k for k in reversed(kept) if k < d and k not in chosen]
+        pick = after[0] if after else before[0] if before else None
+        if pick is not None:
+            chosen.append(pick)
+    return sorted(chosen)
+
+
+def _plan(method: str, num_layers: int, dropped: list[int], finetuned: list[int] | None = None, path: str = "") -> Plan:
+    dropped = sorted(dropped)
+    finetuned = _successors(dropped, num_layers) if finetuned is None else sorted(finetuned)
+    return Plan(method=method, num_layers=num_layers, dropped=dropped, finetuned=finetuned, anchors=[], path=path or method)
+
+
+def _interlace(drop_rule: str, name: str):
+    def run(scores: RedundancyScores, ratio: float, protected=(), use_final_state=False, **_) -> Plan:
+        s = {k: scores.s(k, use_final_state) for k in (1, 2, 3)}
+        k = drop_budget(ratio, scores.num_layers)
+        return interlace_select(s[1], s[2], s[3], k, scores.num_layers, tuple(protected), drop_rule, name)
+
+    return run
+
+
+def _interlace_tn(scores: RedundancyScores, ratio: float, protected=(), use_final_state=False, **_) -> Plan:
+    """S1 only: drop the most redundant free layer, finetune its successor, no anchor."""
+    s1 = scores.s(1, use_final_state)
+    budget, n = drop_budget(ratio, scores.num_layers), scores.num_layers
+    assigned: set[int] = set()
+    dropped, finetuned = [], []
+    for i in sorted(range(len(s1)), key=lambda i: (-s1[i], i)):
+        if len(dropped) == budget:
+            break
+        if i + 1 < n and not {i, i + 1} & assigned and i not in protected:
+            assigned |= {i, i + 1}
+            dropped.append(i)
+            finetuned.append(i + 1)
+    if len(dropped) < budget:
+        raise SelectionError(f"only {len(dropped)} of {budget} disjoint (drop, next) pairs fit; lower --ratio")
+    return _plan("interlace-tn", n, dropped, finetuned)
+
+
+def _top_k(values: np.ndarray, k: int, allowed: list[int]) -> list[int]:
+    return sorted(sorted(allowed, key=lambda i: (-values[i], i))[:k])
+
+
+def _shortgpt(scores: RedundancyScores, ratio: float, protected=(), **_) -> Plan:
+    """Remove the K layers with the lowest Block Influence, BI = 1 - S1 (all L layers scored)."""
+    s1 = scores.s(1, use_final_state=True)
+    n = scores.num_layers
+    allowed = [i for i in range(n) if i not in protected]
+    return _plan("shortgpt", n, _top_k(s1, drop_budget(ratio, n), allowed))
+
+
+def _angular(scores: RedundancyScores, ratio: float, protected=(), **_) -> Plan:
+    """Remove the contiguous block of K layers whose input and output are closest in angle."""
+    n, k = scores.num_layers, drop_budget(ratio, scores.num_layers)
+    sk = scores.s(k, use_final_state=True)
+    distance = np.arccos(np.clip(sk, -1.0, 1.0)) / np.pi
+    starts = [i for i in range(n - k + 1) if not set(range(i, i + k)) & set(protected)]
+    if not starts:
+        raise SelectionError(f"no block of {k} unprotected consecutive layers; lower --ratio")
+    best = min(starts, key=lambda i: (distance[i], i))
+    return _plan("angular", n, list(range(best, best + k)))
+
+
+def _consecutive(scores: RedundancyScores, ratio: float, protected=(), **_) -> Plan:
+    """The paper's ablation: drop the most redundant block of K layers (by S_K), finetune the next K."""
+    n, k = scores.num_layers, drop_budget(ratio, scores.num_layers)
+    sk = scores.s(k, use_final_state=False)
+    starts = [i for i in range(min(len(sk), n - 2 * k + 1)) if not set(range(i, i + k)) & set(protected)]
+    if not starts:
+        raise SelectionError(f"no block of {k} droppable layers followed by {k} to finetune; lower --ratio")
+    best = min(starts, key=lambda i: (-sk[i], i))
+    return _plan("consecutive", n, list(range(best, best + k)), list(range(best + k, best + 2 * k)))
+
+
+def _random(scores: RedundancyScores, ratio: float, protected=(), seed: int = 0, **_) -> Plan:
+    """The paper's ablation: random layers to drop and random survivors to finetune (seeded)."""
+    n, k = scores.num_layers, drop_budget(ratio, scores.num_layers)
+    rng = np.random.default_rng(seed)
+    allowed = [i for i in range(n) if i not in protected]
+    dropped = sorted(int(i) for i in rng.choice(allowed, size=k, replace=False))
+    kept = [i for i in range(n) if i not in dropped]
+    finetuned = sorted(int(i) for i in rng.choice(kept, size=min(k, len(kept)), replace=False))
+    return _plan("random", n, dropped, finetuned)
+
+
+ARXIV = "https://arxiv.org/abs/"
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("interlace", "Triplets by S3: drop the more redundant of the first two, finetune the other, freeze the third as anchor.", ARXIV + "2511.19676", "the survivor of each triplet/pair", _interlace("higher_s1", "interlace")),
+        Method("interlace-oa", "INTERLACE ablation: always drop the first layer of each triplet.", ARXIV + "2511.19676", "the survivor of each triplet", _interlace("first", "interlace-oa")),
+        Method("interlace-tn", "INTERLACE ablation: S1 only, drop the most redundant layer, finetune the next, no anchor.", ARXIV + "2511.19676", "the layer after each dropped one", _interlace_tn),
+        Method("shortgpt", "Drop the K layers with the lowest Block Influence (1 - cos(input, output)).", ARXIV + "2403.03853", "the kept layer after each dropped one", _shortgpt),
+        Method("angular", "Drop the contiguous block of K layers with the smallest angular distance between its input and output.", ARXIV + "2403.17887", "the kept layer after each dropped one", _angular),
+        Method("consecutive", "Paper ablation: drop the most redundant block of K consecutive layers, finetune the next K.", ARXIV + "2511.19676", "the K layers after the block", _consecutive),
+        Method("random", "Paper ablation: random layers to drop and random survivors to finetune (seeded).", ARXIV + "2511.19676", "K random kept layers", _random),
+    )
+}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)} (see `interlace methods`)")
+    return METHODS[name]
+
+
+def required_ks(name: str, ratio: float, num_layers: int) -> tuple[int, ...]:
+    """The s_k distances a method needs (angular and consecutive need k = K)."""
+    ks = set(get_method(name).ks)
+    if name in ("angular", "consecutive"):
+        ks.add(drop_budget(ratio, num_layers))
+    return tuple(sorted(ks))
+
+
+def select_layers(name: str, scores: RedundancyScores, ratio: float, **kwargs) -> Plan:
+    """Run a registered method on scores; kwargs: protected, use_final_state, seed, model, processor."""
+    return get_method(name).select(scores, ratio, **kwargs)

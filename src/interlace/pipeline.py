@@ -1,0 +1,296 @@
+"""`interlace prune` as a library call: analyze -> select -> cut -> heal -> verify -> evaluate -> save.
+
+Work in progress (scores, plan, healing checkpoints) lives in ``<out>.work`` so an interrupted run
+resumes without recomputing; the result is assembled in ``<out>.tmp``, verified, and only then
+renamed to ``<out>``, so a directory named ``<out>`` is always complete and loads.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interlace.heal import HealConfig
+
+EMBEDDED_HEAL = dict(lr=1e-3, batch_size=32, micro_batch_size=32, warmup_ratio=0.05)
+
+
+@dataclass
+class PruneConfig:
+    """Everything `interlace prune` needs; saved resolved in the manifest.
+
+    Attributes:
+        model: checkpoint directory or Hub id; None for the embedded model.
+        out: output directory (must not exist or be empty unless overwrite).
+        ratio: share of decoder layers to remove, K = floor(ratio * L).
+        method: selection method (see ``interlace methods``).
+        data: data spec for calibration and healing (see ``interlace.data.sources``).
+        calib_samples: calibration samples (prompts only unless calib_with_answers).
+        train_samples: healing samples (one epoch); None takes the data source's default.
+        calib_batch_size: samples per calibration forward.
+        calib_with_answers: score whole conversations instead of prompts only.
+        use_final_state: let scores use the last layer's output (the paper's code never does).
+        heal: healing hyper-parameters; None picks the paper's or, for the embedded model, scaled ones.
+        do_heal: heal the survivors (False gives the "no healing" variant).
+        evaluate: run the built-in suite before and after (embedded model / suite data only).
+        eval_samples_per_task: held-out questions per task for that evaluation.
+        deepstack: Qwen3-VL DeepStack handling, "realign" or "protect".
+        seed: seeds data order and any randomness.
+        overwrite: replace a non-empty output directory.
+        resume: continue from ``<out>.work``.
+        dtype: weights dtype for loading ("float32", "bfloat16").
+    """
+
+    model: str | None = None
+    out: Path = Path("runs/interlace")
+    ratio: float = 0.25
+    method: str = "interlace"
+    data: str = "embedded"
+    calib_samples: int = 384
+    train_samples: int | None = None
+    calib_batch_size: int = 32
+    calib_with_answers: bool = False
+    use_final_state: bool = False
+    heal: HealConfig | None = None
+    do_heal: bool = True
+    evaluate: bool = True
+    eval_samples_per_task: int = 500
+    deepstack: str = "realign"
+    seed: int = 0
+    overwrite: bool = False
+    resume: bool = False
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+
+
+@dataclass
+class PruneReport:
+    out: Path
+    layers_before: int
+    layers_after: int
+    plan: dict
+    dense: dict | None = None
+    pruned: dict | None = None
+    retention: float | None = None
+    heal: dict | None = None
+    wall_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["out"] = str(self.out)
+        return data
+
+
+def versions() -> dict[str, str]:
+    import accelerate
+    import transformers
+
+    import interlace
+
+    return {
+        "interlace": interlace.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "python": platform.python_version(),
+    }
+
+
+class _Stages:
+    """Times named stages and prints one line per stage."""
+
+    def __init__(self, log):
+        self.wall: dict[str, float] = {}
+        self.log = log
+
+    def __call__(self, name: str):
+        stages = self
+
+        class _Timer:
+            def __enter__(self):
+                stages.log(f"[bold]{name}[/]...")
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                stages.wall[name] = round(time.perf_counter() - self.t0, 2)
+                if exc[0] is None:
+                    stages.log(f"  {name} done in {stages.wall[name]:.1f}s")
+
+        return _Timer()
+
+
+def _is_embedded(config: PruneConfig) -> bool:
+    return config.model in (None, "embedded")
+
+
+class ConfigError(ValueError):
+    """One or more problems with the inputs of a run, found before any expensive work."""
+
+
+def validate(config: PruneConfig) -> None:
+    """Check everything that can be checked cheaply and report all problems in one line.
+
+    Raises:
+        ConfigError: listing every problem found, each with its fix.
+    """
+    from interlace.data import sources
+    from interlace.loading import ModelNotFoundError, resolve
+    from interlace.methods import METHODS
+
+    problems: list[str] = []
+    try:
+        resolve(config.model)
+    except ModelNotFoundError as error:
+        problems.append(str(error))
+    if not 0 < config.ratio < 1:
+        problems.append(f"--ratio must be between 0 and 1 (exclusive), got {config.ratio}")
+    if config.method not in METHODS:
+        problems.append(f"--method {config.method!r} is unknown; choose from {', '.join(METHODS)}")
+    try:
+        sources.parse_data_spec(config.data)
+    except ValueError as error:
+        problems.append(str(error))
+    if config.calib_samples < 1:
+        problems.append(f"--calib-samples must be >= 1, got {config.calib_samples}")
+    if config.train_samples is not None and config.train_samples < 1:
+        problems.append(f"--train-samples must be >= 1, got {config.train_samples}")
+    if config.deepstack not in ("realign", "protect"):
+        problems.append(f"deepstack must be realign or protect, got {config.deepstack!r}")
+    out = Path(config.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not config.overwrite:
+        problems.append(f"--out {out} exists and is not empty; pass --overwrite to replace it")
+    if config.resume and not Path(f"{out}.work").is_dir():
+        problems.append(f"--resume found no interrupted run in {out}.work; drop --resume to start fresh")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def prune(config: PruneConfig, log=print) -> PruneReport:
+    """Run the whole INTERLACE pipeline and write a verified checkpoint to ``config.out``.
+
+    Returns:
+        PruneReport with layers, plan, accuracies (when evaluated), healing curve and wall times.
+    """
+    from interlace.analyze import compute_scores, load_scores, plot_scores, save_scores
+    from interlace.arch import get_arch
+    from interlace.data import sources
+    from interlace.data.vqa import load_split
+    from interlace.evaluate import evaluate
+    from interlace.heal import heal, load_checkpoint
+    from interlace.loading import load_model
+    from interlace.methods import required_ks, select_layers
+    from interlace.plots import plot_curve, plot_plan
+    from interlace.select import Plan
+    from interlace.surgery import remove_layers
+    from interlace.verify import verify
+
+    validate(config)
+    out, work, tmp = config.out, Path(f"{config.out}.work"), Path(f"{config.out}.tmp")
+    stage = _Stages(log)
+    dtype = getattr(torch, config.dtype)
+    heal_config = config.heal or HealConfig(**(EMBEDDED_HEAL if _is_embedded(config) else {}), seed=config.seed)
+
+    with stage("load"):
+        model, processor = load_model(config.model, dtype=dtype)
+        arch = get_arch(model)
+        layers_before = len(arch.layers)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(json.dumps(_config_json(config, heal_config), indent=2))
+
+    dense = None
+    suite = config.evaluate and (_is_embedded(config) or config.data.startswith("embedded"))
+    if suite:
+        test = load_split("test", config.eval_samples_per_task)
+        cached = work / "dense_eval.json"
+        with stage("evaluate dense"):
+            if config.resume and cached.exists():
+                dense = json.loads(cached.read_text())
+            else:
+                dense = evaluate(model, processor, test, description="dense model").to_json()
+                cached.write_text(json.dumps(dense))
+
+    with stage("analyze"):
+        scores_path = work / "scores.json"
+        if config.resume and scores_path.exists():
+            scores = load_scores(scores_path)
+        else:
+            calib = sources.load_samples(config.data, "calib", config.calib_samples, seed=config.seed)
+            ks = required_ks(config.method, config.ratio, layers_before)
+            scores = compute_scores(
+                model, processor, calib, ks=ks, batch_size=config.calib_batch_size, with_answers=config.calib_with_answers
+            )
+            save_scores(scores, scores_path)
+
+    with stage("select"):
+        plan = select_layers(config.method, scores, config.ratio, protected=arch.protected, use_final_state=config.use_final_state, seed=config.seed, model=model, processor=processor)
+        (work / "plan.json").write_text(json.dumps(plan.to_json(), indent=2))
+        for line in plan.log:
+            log(f"  {line}")
+        log(f"  drop {plan.dropped}, finetune {plan.finetuned}, anchors {plan.anchors}")
+
+    with stage("cut"):
+        surgery = remove_layers(model, plan.dropped, deepstack=config.deepstack)
+
+    heal_result = None
+    if config.do_heal and plan.finetuned:
+        with stage("heal"):
+            train = sources.load_samples(config.data, "train", config.train_samples, seed=config.seed)
+            heal_result = heal(model, processor, train, plan.finetuned_after_cut, heal_config, checkpoint_dir=work / "heal", resume=config.resume)
+
+    pruned = None
+    if suite:
+        with stage("evaluate pruned"):
+            pruned = evaluate(model, processor, test, description="pruned model").to_json()
+
+    with stage("save + verify"):
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        verification = verify(tmp, model=model)
+        save_scores(scores, tmp / "interlace_scores.json")
+        plot_scores(scores, tmp / "scores.png")
+        plot_plan(plan, tmp / "plan.png")
+        if heal_result:
+            plot_curve(heal_result.losses, tmp / "heal_loss.png")
+
+    report = PruneReport(
+        out=out,
+        layers_before=layers_before,
+        layers_after=len(get_arch(model).layers),
+        plan=plan.to_json(),
+        dense=dense,
+        pruned=pruned,
+        retention=round(pruned["overall"] / dense["overall"], 4) if dense and pruned and dense["overall"] else None,
+        heal=heal_result.to_json() if heal_result else None,
+        wall_seconds=stage.wall,
+    )
+    manifest = {
+        "config": _config_json(config, heal_config),
+        "report": report.to_json(),
+        "scores": scores.to_json(),
+        "surgery": surgery.to_dict(),
+        "verification": verification.to_dict() if hasattr(verification, "to_dict") else str(verification),
+        "versions": versions(),
+    }
+    (tmp / "interlace_manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def _config_json(config: PruneConfig, heal_config: HealConfig) -> dict[str, Any]:
+    data = asdict(config)
+    data["out"] = str(config.out)
+    data["heal"] = asdict(heal_config)
+    return data
