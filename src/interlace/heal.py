@@ -28,10 +28,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from interlace.arch import get_arch
-from interlace.data.chat import IGNORE_INDEX, encode_for_training
-
-SEQUENCE_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
-
+from interlace.data.chat import IGNORE_INDEX, collate, encode_for_training
 
 @dataclass
 class HealConfig:
@@ -121,22 +118,6 @@ def set_trainable(model: Any, layer_positions: Sequence[int], train_lm_head: boo
     if train_lm_head:
         model.get_output_embeddings().requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def collate(encoded: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad per-sample sequences; concatenate everything else (pixels, grids) along dim 0."""
-    batch: dict[str, torch.Tensor] = {}
-    length = max(e["input_ids"].shape[1] for e in encoded)
-    for key in encoded[0]:
-        values = [e[key] for e in encoded]
-        if key in SEQUENCE_KEYS:
-            fill = {"input_ids": pad_id, "labels": IGNORE_INDEX}.get(key, 0)
-            batch[key] = torch.cat(
-                [torch.nn.functional.pad(v, (0, length - v.shape[1]), value=fill) for v in values]
-            )
-        else:
-            batch[key] = torch.cat(values)
-    return batch
 
 
 def cosine_with_warmup(step: int, total: int, warmup: int) -> float:

@@ -24,6 +24,7 @@ class Method:
     heals: str  # which survivors the "-FT" variant trains
     select: Callable[..., Plan]
     ks: tuple[int, ...] = (1, 2, 3)
+    kind: str = "layers"  # "layers" removes decoder layers; "sparsity" zeroes weights in place
 
 
 def _successors(dropped: list[int], num_layers: int) -> list[int]:
@@ -118,6 +119,42 @@ def _random(scores: RedundancyScores, ratio: float, protected=(), seed: int = 0,
     return _plan("random", n, dropped, finetuned)
 
 
+def _sleb(scores: RedundancyScores, ratio: float, protected=(), model=None, processor=None, calib=None, batch_size: int = 8, **_) -> Plan:
+    """Iterative: remove the block whose removal raises calibration loss least, re-score, repeat."""
+    from interlace.baselines.sleb import sleb_order
+    from interlace.data.chat import training_batches
+
+    if model is None or processor is None or not calib:
+        raise ValueError("sleb needs the model, its processor and calibration samples with answers")
+    n = scores.num_layers
+    device = next(model.parameters()).device
+    batches = [{k: v.to(device) for k, v in b.items()} for b in training_batches(processor, list(calib), batch_size)]
+    removed, history = sleb_order(model, batches, drop_budget(ratio, n), tuple(protected))
+    plan = _plan("sleb", n, removed)
+    plan.log.append(f"removal order {removed}; loss after each removal {[round(h[r], 4) for h, r in zip(history, removed)]}")
+    return plan
+
+
+def _sparsity(name: str):
+    def run(scores: RedundancyScores, ratio: float, **_) -> Plan:
+        return Plan(method=name, num_layers=scores.num_layers, dropped=[], finetuned=[], anchors=[], path="2:4")
+
+    return run
+
+
+def apply_sparsity(name: str, model, processor, calib, batch_size: int = 8) -> dict:
+    """Zero 2 of every 4 decoder weights in place (magnitude-2:4 or wanda-2:4)."""
+    from interlace.analyze import batch_inputs
+    from interlace.baselines.sparsity import apply_nm_sparsity, input_norms
+
+    norms = None
+    if name == "wanda-2:4":
+        device = next(model.parameters()).device
+        batches = [batch_inputs(processor, calib[i : i + batch_size]).to(device) for i in range(0, len(calib), batch_size)]
+        norms = input_norms(model, batches)
+    return apply_nm_sparsity(model, name.split("-")[0], norms)
+
+
 ARXIV = "https://arxiv.org/abs/"
 METHODS: dict[str, Method] = {
     m.name: m
@@ -129,6 +166,9 @@ METHODS: dict[str, Method] = {
         Method("angular", "Drop the contiguous block of K layers with the smallest angular distance between its input and output.", ARXIV + "2403.17887", "the kept layer after each dropped one", _angular),
         Method("consecutive", "Paper ablation: drop the most redundant block of K consecutive layers, finetune the next K.", ARXIV + "2511.19676", "the K layers after the block", _consecutive),
         Method("random", "Paper ablation: random layers to drop and random survivors to finetune (seeded).", ARXIV + "2511.19676", "K random kept layers", _random),
+        Method("sleb", "Iteratively remove the block whose removal raises calibration loss least, re-scoring each time.", ARXIV + "2402.09025", "the kept layer after each dropped one", _sleb),
+        Method("magnitude-2:4", "Keep the 2 largest |W| of every 4 input weights of each decoder linear; removes no layers.", ARXIV + "2306.11695", "nothing (masks would densify)", _sparsity("magnitude-2:4"), kind="sparsity"),
+        Method("wanda-2:4", "Keep the 2 largest |W| x ||X|| of every 4 input weights of each decoder linear; removes no layers.", ARXIV + "2306.11695", "nothing (masks would densify)", _sparsity("wanda-2:4"), kind="sparsity"),
     )
 }
 
@@ -148,5 +188,5 @@ def required_ks(name: str, ratio: float, num_layers: int) -> tuple[int, ...]:
 
 
 def select_layers(name: str, scores: RedundancyScores, ratio: float, **kwargs) -> Plan:
-    """Run a registered method on scores; kwargs: protected, use_final_state, seed, model, processor."""
+    """Run a registered method on scores; kwargs: protected, use_final_state, seed, model, processor, calib."""
     return get_method(name).select(scores, ratio, **kwargs)

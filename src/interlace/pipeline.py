@@ -187,7 +187,7 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
     from interlace.evaluate import evaluate
     from interlace.heal import heal, load_checkpoint
     from interlace.loading import load_model
-    from interlace.methods import required_ks, select_layers
+    from interlace.methods import apply_sparsity, get_method, required_ks, select_layers
     from interlace.plots import plot_curve, plot_plan
     from interlace.select import Plan
     from interlace.surgery import remove_layers
@@ -220,10 +220,10 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
 
     with stage("analyze"):
         scores_path = work / "scores.json"
+        calib = sources.load_samples(config.data, "calib", config.calib_samples, seed=config.seed)
         if config.resume and scores_path.exists():
             scores = load_scores(scores_path)
         else:
-            calib = sources.load_samples(config.data, "calib", config.calib_samples, seed=config.seed)
             ks = required_ks(config.method, config.ratio, layers_before)
             scores = compute_scores(
                 model, processor, calib, ks=ks, batch_size=config.calib_batch_size, with_answers=config.calib_with_answers
@@ -231,14 +231,20 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
             save_scores(scores, scores_path)
 
     with stage("select"):
-        plan = select_layers(config.method, scores, config.ratio, protected=arch.protected, use_final_state=config.use_final_state, seed=config.seed, model=model, processor=processor)
+        plan = select_layers(
+            config.method, scores, config.ratio, protected=arch.protected, use_final_state=config.use_final_state,
+            seed=config.seed, model=model, processor=processor, calib=calib,
+        )
         (work / "plan.json").write_text(json.dumps(plan.to_json(), indent=2))
         for line in plan.log:
             log(f"  {line}")
         log(f"  drop {plan.dropped}, finetune {plan.finetuned}, anchors {plan.anchors}")
 
     with stage("cut"):
-        surgery = remove_layers(model, plan.dropped, deepstack=config.deepstack)
+        if get_method(config.method).kind == "sparsity":
+            surgery = {"sparsity": apply_sparsity(config.method, model, processor, calib)}
+        else:
+            surgery = remove_layers(model, plan.dropped, deepstack=config.deepstack).to_dict()
 
     heal_result = None
     if config.do_heal and plan.finetuned:
@@ -277,7 +283,7 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
         "config": _config_json(config, heal_config),
         "report": report.to_json(),
         "scores": scores.to_json(),
-        "surgery": surgery.to_dict(),
+        "surgery": surgery,
         "verification": verification.to_dict() if hasattr(verification, "to_dict") else str(verification),
         "versions": versions(),
     }

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 
 IGNORE_INDEX = -100
+# Per-token tensors that are padded when samples are batched; everything else is concatenated.
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
 
 
 def to_messages(sample: dict, with_answers: bool = True) -> list[dict]:
@@ -63,3 +65,26 @@ def encode_for_training(processor: Any, sample: dict) -> dict[str, torch.Tensor]
         labels[start:end] = input_ids[start:end]
     encoded["labels"] = labels[None]
     return dict(encoded)
+
+
+def collate(encoded: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad per-sample sequences; concatenate everything else (pixels, grids) along dim 0."""
+    batch: dict[str, torch.Tensor] = {}
+    length = max(e["input_ids"].shape[1] for e in encoded)
+    for key in encoded[0]:
+        values = [e[key] for e in encoded]
+        if key in SEQUENCE_KEYS:
+            fill = {"input_ids": pad_id, "labels": IGNORE_INDEX}.get(key, 0)
+            batch[key] = torch.cat(
+                [torch.nn.functional.pad(v, (0, length - v.shape[1]), value=fill) for v in values]
+            )
+        else:
+            batch[key] = torch.cat(values)
+    return batch
+
+
+def training_batches(processor: Any, samples: list[dict], batch_size: int) -> list[dict[str, torch.Tensor]]:
+    """Whole conversations encoded with answer-token labels and collated into batches."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    encoded = [encode_for_training(processor, sample) for sample in samples]
+    return [collate(encoded[i : i + batch_size], tokenizer.pad_token_id) for i in range(0, len(encoded), batch_size)]

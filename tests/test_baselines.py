@@ -1,0 +1,127 @@
+"""Baselines on hand-made inputs: 2:4 masks, Wanda's score, SLEB's choice, score-based methods."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from interlace.baselines.sleb import sleb_order
+from interlace.baselines.sparsity import apply_nm_sparsity, input_norms, magnitude_scores, nm_mask, wanda_scores
+from interlace.data.chat import IGNORE_INDEX
+from interlace.methods import METHODS, get_method, required_ks, select_layers
+from interlace.scores import RedundancyScores
+from interlace.surgery import identity_hooks
+
+
+def test_nm_mask_keeps_exactly_two_of_every_four_largest():
+    scores = torch.tensor([[4.0, 1.0, 3.0, 2.0, 0.1, 0.4, 0.3, 0.2], [1.0, 1.0, 1.0, 1.0, -1.0, 5.0, 2.0, 0.0]])
+    mask = nm_mask(scores)
+    assert mask.tolist() == [
+        [True, False, True, False, False, True, True, False],
+        [True, True, False, False, False, True, True, False],  # ties keep the lower index
+    ]
+    big = nm_mask(torch.randn(16, 64))
+    assert (big.reshape(16, 16, 4).sum(-1) == 2).all()
+    with pytest.raises(ValueError, match="divisible by 4"):
+        nm_mask(torch.randn(2, 6))
+
+
+def test_wanda_scores_weight_magnitude_times_input_norm():
+    weight = torch.tensor([[1.0, -2.0, 3.0, -4.0]])
+    norms = torch.tensor([4.0, 1.0, 1.0, 0.1])
+    assert torch.allclose(wanda_scores(weight, norms), torch.tensor([[4.0, 2.0, 3.0, 0.4]]))
+    # magnitude would keep columns 2 and 3; Wanda keeps 0 and 2 because feature 3 is tiny
+    assert nm_mask(magnitude_scores(weight)).tolist() == [[False, False, True, True]]
+    assert nm_mask(wanda_scores(weight, norms)).tolist() == [[True, False, True, False]]
+
+
+def tiny_llama(layers: int = 6) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(config).eval()
+
+
+def test_input_norms_and_sparsity_on_a_real_model():
+    model = tiny_llama(2)
+    batch = {"input_ids": torch.randint(0, 64, (2, 9)), "attention_mask": torch.ones(2, 9, dtype=torch.long)}
+    batch["attention_mask"][1, :3] = 0
+    norms = input_norms(model, [batch])
+    x = model.model.embed_tokens(batch["input_ids"])
+    q_input = model.model.layers[0].input_layernorm(x)[batch["attention_mask"].bool()]
+    assert torch.allclose(norms["0.self_attn.q_proj"], q_input.norm(dim=0), atol=1e-5)
+    stats = apply_nm_sparsity(model, "wanda", norms)
+    assert stats["linears"] == 14 and abs(stats["zeroed"] - 0.5) < 0.01
+    assert model.model.embed_tokens.weight.ne(0).all()  # only decoder linears are touched
+
+
+def _self_labelled_batch(model, seed):
+    torch.manual_seed(seed)
+    ids = torch.randint(0, 64, (3, 12))
+    with torch.no_grad():
+        predicted = model(input_ids=ids).logits.argmax(-1)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[:, 1:] = predicted[:, :-1]  # the dense model's own next-token choices
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+def test_sleb_removes_the_harmless_layers_first_and_its_cache_changes_nothing():
+    model = tiny_llama(6)
+    with torch.no_grad():
+        for i in (1, 4):  # these layers add exactly zero to the residual stream
+            model.model.layers[i].self_attn.o_proj.weight.zero_()
+            model.model.layers[i].mlp.down_proj.weight.zero_()
+        for i in (0, 2, 3, 5):
+            model.model.layers[i].mlp.down_proj.weight.mul_(8)
+    batches = [_self_labelled_batch(model, s) for s in range(2)]
+    removed, history = sleb_order(model, batches, budget=3, progress=False)
+    assert set(removed[:2]) == {1, 4}
+    # brute force without the cached replay gives the same per-candidate losses
+    for step, scores in enumerate(history):
+        for candidate, value in scores.items():
+            total = count = 0
+            for batch in batches:
+                with identity_hooks(model, removed[:step] + [candidate]), torch.no_grad():
+                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+                labels = batch["labels"][:, 1:]
+                total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum").item()
+                count += int((labels != IGNORE_INDEX).sum())
+            assert value == pytest.approx(total / count, rel=1e-5)
+
+
+def scores_for(s1, extra=None):
+    n = len(s1)
+    similarity = {1: list(s1), 2: [0.5] * (n - 1), 3: [0.5] * (n - 2)}
+    similarity.update(extra or {})
+    return RedundancyScores(num_layers=n, similarity=similarity, num_samples=1)
+
+
+def test_shortgpt_drops_the_highest_s1_layers_and_heals_their_successors():
+    plan = select_layers("shortgpt", scores_for([0.1, 0.9, 0.2, 0.95, 0.3, 0.8, 0.2, 0.1]), 0.25)
+    assert plan.dropped == [1, 3] and plan.finetuned == [2, 4]
+    plan = select_layers("shortgpt", scores_for([0.1, 0.9, 0.2, 0.95, 0.3, 0.8, 0.2, 0.1]), 0.25, protected=(3,))
+    assert plan.dropped == [1, 5]
+
+
+def test_angular_picks_the_block_with_the_smallest_angle():
+    s2 = {2: [0.1, 0.2, 0.3, 0.99, 0.5, 0.2, 0.1]}  # block of 2 starting at 3 is closest to identity
+    plan = select_layers("angular", scores_for([0.5] * 8, s2), 0.25)
+    assert plan.dropped == [3, 4] and plan.finetuned == [5, 6]
+    assert required_ks("angular", 0.25, 8) == (1, 2, 3)
+
+
+def test_consecutive_and_random_and_interlace_tn():
+    s2 = {2: [0.1, 0.9, 0.3, 0.2, 0.5, 0.2, 0.1]}
+    assert select_layers("consecutive", scores_for([0.5] * 8, s2), 0.25).to_json()["finetuned"] == [3, 4]
+    a = select_layers("random", scores_for([0.5] * 8), 0.25, seed=3)
+    b = select_layers("random", scores_for([0.5] * 8), 0.25, seed=3)
+    assert a.dropped == b.dropped and len(a.dropped) == 2 and not set(a.dropped) & set(a.finetuned)
+    tn = select_layers("interlace-tn", scores_for([0.1, 0.9, 0.8, 0.2, 0.7, 0.1, 0.1, 0.1]), 0.25)
+    assert tn.dropped == [1, 4] and tn.finetuned == [2, 5] and tn.anchors == []
+
+
+def test_registry_lists_every_method_with_a_paper():
+    expected = {"interlace", "interlace-oa", "interlace-tn", "shortgpt", "angular", "sleb", "consecutive", "random", "magnitude-2:4", "wanda-2:4"}
+    assert expected <= set(METHODS)
+    assert all(m.paper.startswith("https://arxiv.org/abs/") and m.description for m in METHODS.values())
+    with pytest.raises(ValueError, match="choose from"):
+        get_method("slab")
