@@ -116,7 +116,7 @@ def _generate(model: PreTrainedModel, inputs: dict[str, Any], new: int, use_cach
     )
 
 
-def _compare_generations(cached, uncached, prompt_len: int, tie_tol: float) -> str:
+def _compare_generations(cached, uncached, prompt_len: int, tie_tol: float, who: str = "reloaded model") -> str:
     """'identical', or a note when the first divergence is a near-tie in the uncached logits; else raise."""
     a, b = cached.sequences, uncached.sequences
     if a.shape == b.shape and torch.equal(a, b):
@@ -124,7 +124,7 @@ def _compare_generations(cached, uncached, prompt_len: int, tie_tol: float) -> s
     width = min(a.shape[1], b.shape[1])
     diff = (a[:, :width] != b[:, :width]).nonzero()
     if len(diff) == 0:
-        raise VerificationError(f"cached generation has {a.shape[1]} tokens, uncached {b.shape[1]}")
+        raise VerificationError(f"{who}: cached generation has {a.shape[1]} tokens, uncached {b.shape[1]}")
     row, col = diff[0].tolist()
     step = col - prompt_len
     logits = uncached.logits[step][row].float()
@@ -132,7 +132,7 @@ def _compare_generations(cached, uncached, prompt_len: int, tie_tol: float) -> s
     if gap <= tie_tol * max(1.0, logits.abs().max().item()):
         return f"near-tie at new token {step} of row {row} (logit gap {gap:.2e}); prefixes before it are identical"
     raise VerificationError(
-        f"cached greedy generation differs from uncached at new token {step} of row {row}: "
+        f"{who}: cached greedy generation differs from uncached at new token {step} of row {row}: "
         f"{a[row, prompt_len:].tolist()} vs {b[row, prompt_len:].tolist()} (logit gap {gap:.3g}); "
         "a stale layer_idx or per-layer config field is the usual cause"
     )
@@ -163,8 +163,9 @@ def verify(
         VerifyReport of the passed checks.
 
     Raises:
-        VerificationError: missing/unexpected weights, invalid config, logits differ, or cached
-            generation differs from uncached generation.
+        VerificationError: missing/unexpected weights, invalid config, logits differ, a forward
+            crashes, or cached greedy generation (reloaded, and in-memory when given) differs from
+            uncached generation.
     """
     model_dir = Path(model_dir)
     config = AutoConfig.from_pretrained(model_dir)
@@ -192,19 +193,36 @@ def verify(
     inputs = _to(inputs, reloaded)
 
     max_diff = None
-    if model is not None:
-        model.eval()
-        ours, theirs = model(**inputs).logits, reloaded(**inputs).logits
-        max_diff = (ours.float() - theirs.float()).abs().max().item()
-        if ours.shape != theirs.shape or max_diff > atol:
-            raise VerificationError(
-                f"logits of the reloaded {model_dir} differ from the in-memory model by {max_diff:.3g} (allowed {atol})"
-            )
-
     prompt_len = inputs["input_ids"].shape[1]
-    cached = _generate(reloaded, inputs, max_new_tokens, use_cache=True)
-    uncached = _generate(reloaded, inputs, max_new_tokens, use_cache=False)
-    note = _compare_generations(cached, uncached, prompt_len, tie_tol)
+    stage = "forward of the reloaded model"
+    try:
+        theirs = reloaded(**inputs).logits
+        if model is not None:
+            stage = "forward of the in-memory model"
+            model.eval()
+            ours = model(**inputs).logits
+            max_diff = (ours.float() - theirs.float()).abs().max().item()
+            if ours.shape != theirs.shape or max_diff > atol:
+                raise VerificationError(
+                    f"logits of the reloaded {model_dir} differ from the in-memory model by {max_diff:.3g} (allowed {atol})"
+                )
+        stage = "generation of the reloaded model"
+        cached = _generate(reloaded, inputs, max_new_tokens, use_cache=True)
+        uncached = _generate(reloaded, inputs, max_new_tokens, use_cache=False)
+        note = _compare_generations(cached, uncached, prompt_len, tie_tol)
+        if model is not None:
+            stage = "cached generation of the in-memory model"
+            # The reloaded model rebuilds layer_idx from its config; the in-memory one keeps whatever
+            # surgery left, so its cached generation is the check for stale layer_idx.
+            note_memory = _compare_generations(
+                _generate(model, inputs, max_new_tokens, use_cache=True), uncached, prompt_len, tie_tol, "in-memory model"
+            )
+            if note_memory != "identical":
+                note = f"{note}; in-memory model: {note_memory}"
+    except VerificationError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a crash in a checked forward is a failed check
+        raise VerificationError(f"verifying {model_dir}: {stage} failed: {type(error).__name__}: {error}") from error
     text = reloaded.config.get_text_config(decoder=True)
     return VerifyReport(
         model_dir=str(model_dir),
