@@ -1,0 +1,497 @@
+"""FineVision's sample schema, and the paper's 1% recipe on HuggingFaceM4/FineVision.
+
+A sample is ``{"images": [PIL.Image (RGB)], "texts": [{"user": str, "assistant": str}, ...],
+"source": str}``; FineVision's per-turn rating columns are ignored. Every data source (see
+``interlace.data.sources``) yields raw rows in *parts* (a file, a shard, a subset); ``clean_row``
+turns a row into a sample or a skip reason, and ``SampleStream`` counts the skips so that broken
+data fails loudly with its counts instead of training on whatever survived (issue 7).
+
+The recipe (SPEC 2.6; arXiv 2511.19676): the first ``max(1, int(0.01 * n))`` rows of each
+FineVision subset (n from the dataset card), samples with more than 3 images dropped,
+conversations cut at 5 messages, images capped at 50176 pixels (about 224 x 224).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import io
+import itertools
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+FINEVISION_REPO = "HuggingFaceM4/FineVision"
+# Broken rows count towards max_bad_fraction; filtered rows are dropped by the recipe on purpose.
+BAD_REASONS = ("malformed", "empty_texts", "too_long", "missing_image", "empty_image", "unreadable_image")
+FILTER_REASONS = ("too_many_images",)
+# A long stream is checked for bad rows as it goes once it has seen this many rows, so a broken
+# FineVision subset fails minutes into a run rather than at the end of the epoch.
+EARLY_CHECK_ROWS = 1000
+
+
+class DataSpecError(ValueError):
+    """A data spec, or the data behind it, that cannot be used; the message says how to fix it."""
+
+
+class RowSkipped(Exception):
+    """A raw row that cannot become a sample; ``reason`` is one of BAD_REASONS or FILTER_REASONS."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class LoadStats:
+    """What a SampleStream kept and what it skipped, by reason."""
+
+    kept: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def seen(self) -> int:
+        return self.kept + sum(self.skipped.values())
+
+    @property
+    def bad(self) -> int:
+        """Rows skipped because they are broken, not those the recipe filters out on purpose."""
+        return sum(count for reason, count in self.skipped.items() if reason in BAD_REASONS)
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(self.skipped.items()))
+        return f"kept {self.kept} of {self.seen} rows" + (f", skipped {reasons}" if reasons else "")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SampleRules:
+    """How raw rows are checked and trimmed into samples.
+
+    Attributes:
+        max_images: drop samples with more images (a filter, not a bad row); None: no limit.
+        max_messages: keep the whole user+assistant turns that fit in this many messages, so 5
+            keeps 2 turns: a trailing question without its answer adds no training signal (the
+            loss covers assistant tokens only). None: keep every turn.
+        max_pixels: downscale larger images to at most this many pixels, keeping the aspect ratio.
+        max_text_length: skip conversations longer than this after the cut, as measured by
+            text_length; the default of 32768 characters is about the paper's 8192-token limit.
+        text_length: how text is measured: ``len`` (characters) or a tokenizer's token count.
+    """
+
+    max_images: int | None = None
+    max_messages: int | None = None
+    max_pixels: int | None = None
+    max_text_length: int | None = 32768
+    text_length: Callable[[str], int] = len
+
+    def __post_init__(self) -> None:
+        lows = {"max_images": 0, "max_messages": 2, "max_pixels": 1, "max_text_length": 1}
+        errors = [
+            f"{name} must be None or >= {low}, got {getattr(self, name)!r}"
+            for name, low in lows.items()
+            if getattr(self, name) is not None and not getattr(self, name) >= low
+        ]
+        if errors:
+            raise ValueError("; ".join(errors))
+
+
+FINEVISION_RULES = SampleRules(max_images=3, max_messages=5, max_pixels=50176)
+
+
+# ---------------------------------------------------------------------------------------------
+# One row -> one sample
+
+
+def cut_turns(texts: Any, max_messages: int | None) -> list[dict]:
+    """The whole user+assistant turns that fit in max_messages messages, as plain str dicts.
+
+    Raises:
+        RowSkipped: "malformed" if texts is not a list of dicts, "empty_texts" if no kept turn
+            has a non-empty answer.
+    """
+    if not isinstance(texts, list) or not all(isinstance(turn, dict) for turn in texts):
+        raise RowSkipped("malformed")
+    kept = texts if max_messages is None else texts[: max_messages // 2]
+    turns = [{"user": str(t.get("user") or ""), "assistant": str(t.get("assistant") or "")} for t in kept]
+    if not any(turn["assistant"].strip() for turn in turns):
+        raise RowSkipped("empty_texts")
+    return turns
+
+
+def _from_base64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise RowSkipped("unreadable_image") from error
+
+
+def resolve_image(entry: Any, base_dir: Path | None = None) -> bytes | Image.Image:
+    """The encoded bytes (or the PIL image) behind one entry of a row's ``images``.
+
+    Accepts a PIL image, bytes, datasets' ``{"bytes": ..., "path": ...}`` (bytes may be base64
+    text in JSON), a data URI, base64 text, or a file path (relative ones against base_dir).
+
+    Raises:
+        RowSkipped: "missing_image" for a path that is not a file, "malformed" for other types.
+    """
+    if isinstance(entry, Image.Image | bytes):
+        return entry
+    if isinstance(entry, dict):  # datasets stores images as {"bytes": ..., "path": ...}
+        data = entry.get("bytes")
+        if data is not None:
+            return data if isinstance(data, bytes) else _from_base64(str(data))
+        entry = entry.get("path")
+        if not entry:
+            raise RowSkipped("missing_image")
+    if not isinstance(entry, str | Path):
+        raise RowSkipped("malformed")
+    text = str(entry)
+    if text.startswith("data:"):
+        return _from_base64(text.partition(",")[2])
+    path = Path(text).expanduser()
+    path = base_dir / path if base_dir is not None and not path.is_absolute() else path
+    try:
+        return path.read_bytes()
+    except OSError:  # not a file (or, for base64 text, a name too long to be one): try base64
+        pass
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as error:  # neither a file nor base64: a missing file
+        raise RowSkipped("missing_image") from error
+
+
+def decode_image(data: bytes | Image.Image) -> Image.Image:
+    """A fully decoded RGB image.
+
+    Raises:
+        RowSkipped: "empty_image" for no bytes or a zero-size image, "unreadable_image" when PIL
+            cannot decode it (corrupt or truncated bytes, not an image).
+    """
+    if not isinstance(data, Image.Image) and not data:
+        raise RowSkipped("empty_image")
+    try:
+        image = data if isinstance(data, Image.Image) else Image.open(io.BytesIO(data))
+        image.load()
+    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        raise RowSkipped("unreadable_image") from error
+    if image.width == 0 or image.height == 0:
+        raise RowSkipped("empty_image")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
+    """The image downscaled (bicubic) so that width * height <= max_pixels, aspect ratio kept."""
+    width, height = image.size
+    if width * height <= max_pixels:
+        return image
+    scale = math.sqrt(max_pixels / (width * height))
+    new_width, new_height = max(1, int(width * scale)), max(1, int(height * scale))
+    if new_width * new_height > max_pixels:  # a side was clamped up to 1 pixel: cap the other
+        new_width, new_height = (max_pixels, 1) if new_height == 1 else (1, max_pixels)
+    return image.resize((new_width, new_height), Image.Resampling.BICUBIC)
+
+
+def clean_row(row: Any, rules: SampleRules, base_dir: Path | None = None, source: str = "") -> dict:
+    """One raw row as a sample; cheap checks first, images decoded last.
+
+    Args:
+        row: a dict with ``images`` and ``texts`` (and optionally ``source``); other keys ignored.
+        rules: limits and trimming to apply.
+        base_dir: where relative image paths point from.
+        source: the ``source`` to use when the row has none.
+
+    Raises:
+        RowSkipped: with the reason the row cannot be used.
+    """
+    if not isinstance(row, dict) or "images" not in row or "texts" not in row:
+        raise RowSkipped("malformed")
+    images = row["images"]
+    entries = [] if images is None else images if isinstance(images, list) else [images]
+    if rules.max_images is not None and len(entries) > rules.max_images:
+        raise RowSkipped("too_many_images")
+    texts = cut_turns(row["texts"], rules.max_messages)
+    length = sum(rules.text_length(turn["user"]) + rules.text_length(turn["assistant"]) for turn in texts)
+    if rules.max_text_length is not None and length > rules.max_text_length:
+        raise RowSkipped("too_long")
+    decoded = [decode_image(resolve_image(entry, base_dir)) for entry in entries]
+    if rules.max_pixels is not None:
+        decoded = [fit_pixels(image, rules.max_pixels) for image in decoded]
+    return {"images": decoded, "texts": texts, "source": str(row.get("source") or source)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows in parts -> a stream of samples
+
+
+@dataclass(frozen=True)
+class RowPart:
+    """A run of raw rows (a file, a shard, a subset), opened only when it is read.
+
+    Attributes:
+        name: where the rows come from; the ``source`` of rows that have none.
+        size: the number of rows, or None when unknown (a stream without a dataset card).
+        open: returns an iterable over the raw rows (at most ``size``).
+        base_dir: the directory that relative image paths point from.
+    """
+
+    name: str
+    size: int | None
+    open: Callable[[], Iterable[Any]]
+    base_dir: Path | None = None
+
+
+def chain_parts(parts: Iterable[RowPart]) -> Iterator[tuple[Any, RowPart]]:
+    """Every raw row of every part, in order, with the part it came from."""
+    for part in parts:
+        for row in part.open():
+            yield row, part
+
+
+class SampleStream(Iterator[dict]):
+    """Clean samples from raw rows; ``stats`` counts what was kept and skipped so far.
+
+    Iterate it once. It raises DataSpecError when more than max_bad_fraction of the rows seen are
+    bad (checked at the end, and as it goes once EARLY_CHECK_ROWS rows were seen) or when no
+    sample survived.
+    """
+
+    def __init__(
+        self,
+        rows: Iterable[tuple[Any, RowPart]],
+        rules: SampleRules,
+        *,
+        label: str,
+        limit: int | None = None,
+        max_bad_fraction: float = 0.1,
+    ) -> None:
+        if not 0 <= max_bad_fraction <= 1:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+        if limit is not None and limit < 1:
+            raise ValueError(f"the sample limit must be None or >= 1, got {limit}")
+        self.stats = LoadStats()
+        self._label, self._max_bad_fraction = label, max_bad_fraction
+        self._samples = self._run(iter(rows), rules, limit)
+
+    def __next__(self) -> dict:
+        return next(self._samples)
+
+    def _run(self, rows: Iterator[tuple[Any, RowPart]], rules: SampleRules, limit: int | None) -> Iterator[dict]:
+        for row, part in rows:
+            try:
+                sample = clean_row(row, rules, part.base_dir, part.name)
+            except RowSkipped as skipped:
+                self.stats.skipped[skipped.reason] = self.stats.skipped.get(skipped.reason, 0) + 1
+                if self.stats.seen >= EARLY_CHECK_ROWS:
+                    self._check_bad()
+                continue
+            self.stats.kept += 1
+            yield sample
+            if limit is not None and self.stats.kept >= limit:
+                break
+        self._check_bad()
+        if self.stats.kept == 0:
+            raise DataSpecError(
+                f"data spec {self._label!r}: no usable samples ({self.stats.summary()}); "
+                "check the rows, or loosen the sample rules"
+            )
+        if self.stats.skipped:
+            logger.info("%s: %s", self._label, self.stats.summary())
+
+    def _check_bad(self) -> None:
+        if self.stats.bad > self._max_bad_fraction * self.stats.seen:
+            raise DataSpecError(
+                f"data spec {self._label!r}: {self.stats.bad} of {self.stats.seen} rows are bad, more than "
+                f"max_bad_fraction={self._max_bad_fraction} ({self.stats.summary()}); "
+                "fix or drop them, or raise max_bad_fraction"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Hub datasets, and the recipe over FineVision's subsets
+
+
+def _images_feature_decodes(feature: Any) -> bool:
+    import datasets
+
+    inner = feature[0] if isinstance(feature, list) and feature else getattr(feature, "feature", None)
+    return isinstance(inner, datasets.Image)
+
+
+def _num_examples(splits: Any, split: str) -> int | None:
+    # datasets gives a SplitInfo, or a plain dict when the card declares no sizes; its
+    # num_examples defaults to 0, which means "not declared", not "empty".
+    info = (splits or {}).get(split)
+    count = info.get("num_examples") if isinstance(info, dict) else getattr(info, "num_examples", None)
+    return count or None
+
+
+def open_hub(
+    repo: str, subset: str | None = None, split: str = "train", streaming: bool = True, cache_dir: str | None = None
+) -> tuple[Iterable[dict], int | None]:
+    """Open a Hub dataset split (or a local directory in the Hub layout) with image decoding off.
+
+    Images come back as ``{"bytes", "path"}`` so that a corrupt image is a skipped row, not an
+    exception inside ``datasets``' iterator.
+
+    Returns:
+        The rows, and the split's row count when the dataset card declares it (else None).
+
+    Raises:
+        DataSpecError: when the dataset cannot be opened or lacks ``images``/``texts`` columns.
+    """
+    import datasets
+
+    label = repo + (f":{subset}" if subset else "") + f"@{split}"
+    try:
+        dataset = datasets.load_dataset(repo, subset, split=split, streaming=streaming, cache_dir=cache_dir)
+    except Exception as error:  # DatasetNotFoundError, ValueError (unknown subset), ConnectionError...
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise DataSpecError(
+            f"data spec {label!r}: cannot open it as a Hub dataset ({reason}); "
+            "check the id, :subset and @split, or pass a local path"
+        ) from error
+    if dataset.features is not None:  # None: a stream whose columns are only known once read
+        missing = [column for column in ("images", "texts") if column not in dataset.features]
+        if missing:
+            raise DataSpecError(
+                f"data spec {label!r}: no {' or '.join(map(repr, missing))} column "
+                f"(has {', '.join(dataset.features)}); "
+                "use a dataset in FineVision's schema: images, texts=[{user, assistant}]"
+            )
+        if _images_feature_decodes(dataset.features["images"]):
+            dataset = dataset.cast_column("images", [datasets.Image(decode=False)])
+    size = len(dataset) if not streaming else _num_examples(dataset.info.splits, split)
+    return dataset, size
+
+
+class SubsetSource(Protocol):
+    """Where FineVision's subsets come from: their declared sizes, and their rows."""
+
+    def sizes(self) -> dict[str, int | None]:
+        """Row count of each subset (None: unknown), in the order the recipe walks them."""
+        ...
+
+    def open(self, subset: str) -> Iterable[Any]:
+        """The raw rows of one subset, in order."""
+        ...
+
+
+@dataclass(frozen=True)
+class HubSubsets:
+    """FineVision's subsets through ``datasets`` (the Hub, or a local directory in its layout)."""
+
+    repo: str = FINEVISION_REPO
+    split: str = "train"
+    streaming: bool = True
+    cache_dir: str | None = None
+
+    def sizes(self) -> dict[str, int | None]:
+        import datasets
+
+        try:  # one read of the dataset card, which declares every subset's num_examples
+            infos = datasets.get_dataset_infos(self.repo)
+        except Exception as error:  # DatasetNotFoundError, ConnectionError, ...
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise DataSpecError(
+                f"data spec 'finevision': cannot list the subsets of {self.repo!r} ({reason}); "
+                "check the network, or pass a local copy as repo"
+            ) from error
+        sizes = {name: _num_examples(info.splits, self.split) for name, info in infos.items()}
+        if not self.streaming:  # a downloaded subset knows its length even when the card does not
+            sizes = {
+                name: size or open_hub(self.repo, name, self.split, False, self.cache_dir)[1]
+                for name, size in sizes.items()
+            }
+        return sizes
+
+    def open(self, subset: str) -> Iterable[Any]:
+        return open_hub(self.repo, subset, self.split, self.streaming, self.cache_dir)[0]
+
+
+def recipe_take(num_rows: int, fraction: float = 0.01) -> int:
+    """How many leading rows the recipe takes from a subset of num_rows rows: max(1, int(fraction * n))."""
+    return max(1, int(fraction * num_rows))
+
+
+def _first_rows(source: SubsetSource, subset: str, take: int) -> Iterator[Any]:
+    return itertools.islice(source.open(subset), take)
+
+
+def finevision_parts(
+    source: SubsetSource, subsets: list[str] | None = None, fraction: float = 0.01, take_if_unknown: int = 1000
+) -> list[RowPart]:
+    """The recipe's rows as one part per subset: the first recipe_take(n, fraction) rows of each.
+
+    Args:
+        source: where the subsets come from.
+        subsets: which subsets, in this order; None: all, in the source's order.
+        fraction: the share of each subset to take from its start (the paper: 0.01).
+        take_if_unknown: rows to take from a subset whose size the dataset card does not declare.
+
+    Raises:
+        DataSpecError: for a subset the source does not have.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    sizes = source.sizes()
+    unknown = [name for name in subsets or [] if name not in sizes]
+    if unknown:
+        raise DataSpecError(
+            f"data spec 'finevision': no subset {', '.join(map(repr, unknown))}; "
+            f"choose from {', '.join(list(sizes)[:8])}{', ...' if len(sizes) > 8 else ''} ({len(sizes)} subsets)"
+        )
+    parts = []
+    for name in subsets or list(sizes):
+        size = sizes[name]
+        if size is None:
+            logger.warning("finevision: subset %r declares no size; taking its first %d rows", name, take_if_unknown)
+        take = recipe_take(size, fraction) if size is not None else take_if_unknown
+        parts.append(RowPart(name, take, functools.partial(_first_rows, source, name, take)))
+    return parts
+
+
+def finevision_samples(
+    subsets: list[str] | None = None,
+    fraction: float = 0.01,
+    max_images: int = 3,
+    max_messages: int = 5,
+    max_pixels: int = 50176,
+    repo: str = FINEVISION_REPO,
+    streaming: bool = True,
+    *,
+    take_if_unknown: int = 1000,
+    source: SubsetSource | None = None,
+    max_bad_fraction: float = 0.1,
+) -> SampleStream:
+    """The paper's healing data: the first 1% of each FineVision subset, cleaned (see module doc).
+
+    Samples come subset after subset, in order: shuffle before training. The stream's ``stats``
+    count the rows dropped for too many images (``too_many_images``) apart from broken ones.
+
+    Args:
+        subsets: which subsets; None: all of them.
+        fraction: the share of each subset taken from its start.
+        max_images: drop samples with more images.
+        max_messages: cut conversations to the whole turns that fit in this many messages.
+        max_pixels: downscale images to at most this many pixels.
+        repo: the Hub dataset (or a local directory in its layout).
+        streaming: stream the subsets instead of downloading them.
+        take_if_unknown: rows to take from a subset whose size is not declared.
+        source: where subsets come from instead of ``repo`` (e.g. a local mirror); see SubsetSource.
+        max_bad_fraction: fail when more than this share of the rows seen are broken.
+    """
+    rules = SampleRules(max_images=max_images, max_messages=max_messages, max_pixels=max_pixels)
+    source = source if source is not None else HubSubsets(repo, streaming=streaming)
+    parts = finevision_parts(source, subsets, fraction, take_if_unknown)
+    return SampleStream(chain_parts(parts), rules, label="finevision", max_bad_fraction=max_bad_fraction)
