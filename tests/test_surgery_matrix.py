@@ -15,7 +15,7 @@ import torch
 from interlace.arch import KEPT_FIELD, get_arch
 from interlace.surgery import identity_hooks, remove_layers
 from interlace.verify import VerificationError, verify
-from tiny_models import BY_NAME, FAMILIES, NUM_LAYERS, QWEN3_VL_DEEPSTACK, dense_model, make_inputs
+from tiny_models import BY_NAME, FAMILIES, NUM_LAYERS, PADDED_LENGTHS, QWEN3_VL_DEEPSTACK, dense_model, make_inputs
 
 DROP_SETS = {"layer0": [0], "middle-pair": [2, 3], "last": [NUM_LAYERS - 1]}
 DEEPSTACK_SETS = {"deepstack1": [1], "deepstack0+2+last": [0, 2, NUM_LAYERS - 1]}
@@ -24,7 +24,6 @@ CASES = [
     for family in FAMILIES
     for label, drop in {**DROP_SETS, **(DEEPSTACK_SETS if family.deepstack else {})}.items()
 ]
-PADDED = (7, 4)  # two prompts of different length -> left padding in row 1
 
 
 def _generate(model, inputs, use_cache: bool) -> torch.Tensor:
@@ -45,7 +44,7 @@ def test_forward_equals_identity_reference(name, drop):
     model, result = _pruned(name, drop)
     assert len(get_arch(model).layers) == NUM_LAYERS - len(drop)
     assert result.kept == [i for i in range(NUM_LAYERS) if i not in drop]
-    for lengths in ((7,), PADDED):
+    for lengths in ((7,), PADDED_LENGTHS):
         inputs = make_inputs(family, lengths)
         with identity_hooks(dense, drop):
             reference = dense(**inputs).logits
@@ -58,7 +57,7 @@ def test_forward_equals_identity_reference(name, drop):
 @torch.no_grad()
 def test_cached_generation_equals_uncached(name, drop):
     model, _ = _pruned(name, drop)
-    inputs = make_inputs(BY_NAME[name], PADDED)
+    inputs = make_inputs(BY_NAME[name], PADDED_LENGTHS)
     assert torch.equal(_generate(model, inputs, use_cache=True), _generate(model, inputs, use_cache=False))
 
 
@@ -69,7 +68,7 @@ def test_save_reload_is_identical(name, drop, tmp_path):
     if hasattr(config, "validate"):
         config.validate()
     model.save_pretrained(tmp_path)
-    report = verify(tmp_path, model, make_inputs(BY_NAME[name], PADDED))
+    report = verify(tmp_path, model, make_inputs(BY_NAME[name], PADDED_LENGTHS))
     assert report.max_abs_logit_diff == 0.0
     assert report.generation_note == "identical"
     assert report.num_layers == NUM_LAYERS - len(drop)
@@ -86,7 +85,7 @@ def test_two_cuts_compose():
     result = remove_layers(twice, [1])  # original layer 2
     once, _ = _pruned("qwen3", [0, 2])
     assert result.kept == [1, 3, 4, 5] == getattr(twice.config, KEPT_FIELD)
-    inputs = make_inputs(family, PADDED)
+    inputs = make_inputs(family, PADDED_LENGTHS)
     assert torch.equal(twice(**inputs).logits, once(**inputs).logits)
 
 
@@ -132,7 +131,7 @@ def test_verify_catches_stale_layer_idx(tmp_path):
     model.config.num_hidden_layers = NUM_LAYERS - 1
     model.save_pretrained(tmp_path)
     with pytest.raises(VerificationError, match="in-memory model"):
-        verify(tmp_path, model, make_inputs(BY_NAME["llama"], PADDED))
+        verify(tmp_path, model, make_inputs(BY_NAME["llama"], PADDED_LENGTHS))
 
 
 def test_verify_catches_stale_num_hidden_layers(tmp_path):
@@ -142,3 +141,17 @@ def test_verify_catches_stale_num_hidden_layers(tmp_path):
     model.save_pretrained(tmp_path)
     with pytest.raises(VerificationError, match="missing_keys"):
         verify(tmp_path, model)
+
+
+def test_verify_builds_image_text_input_from_saved_processor(tmp_path):
+    from interlace.embedded.build import build_config, build_processor
+    from transformers import LlavaForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(build_config(hidden_size=64, num_layers=4, vision_hidden_size=32)).eval()
+    remove_layers(model, [0, 2])
+    model.save_pretrained(tmp_path)
+    build_processor().save_pretrained(tmp_path)
+    report = verify(tmp_path, model)
+    assert report.input_kind == "processor: image + text"
+    assert (report.max_abs_logit_diff, report.kept_layers) == (0.0, [1, 3])

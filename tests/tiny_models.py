@@ -67,6 +67,7 @@ from transformers import (
 PAD, BOS, EOS, IMAGE, VSTART, VEND, VIDEO, BOI, EOI = range(9)
 VOCAB = 128
 NUM_LAYERS = 6
+PADDED_LENGTHS = (7, 4)  # two prompts of different length: row 1 is left-padded
 
 # One text backbone shape for every family: 6 layers, width 64, 4 heads of 16, GQA 2 kv heads.
 TEXT = dict(

@@ -161,6 +161,8 @@ def per_layer_fields(model_type: str, text: PreTrainedConfig) -> tuple[str, ...]
         UnsupportedModelError: a list-valued field with "layer" in its name that this module does
             not know how to edit (editing the rest would leave that one stale).
     """
+    if getattr(text, "is_heterogeneous", False):
+        raise _unsupported(model_type, "its text config is heterogeneous (per_layer_config overrides)")
     known = set(PER_LAYER_LISTS + INDEX_LISTS + (KEPT_FIELD,))
     present = [name for name in PER_LAYER_LISTS + INDEX_LISTS + PATTERN_FIELDS if getattr(text, name, None) is not None]
     for name, value in text.to_dict().items():
