@@ -359,7 +359,7 @@ class ListSubsets:
 
 
 def test_recipe_take_and_injected_source():
-    assert [recipe_take(n) for n in (1, 99, 100, 250, 24_343)] == [1, 1, 1, 2, 243]
+    assert [recipe_take(n) for n in (1, 99, 100, 199, 250, 24_343)] == [1, 1, 1, 1, 2, 243]
     image = png(Image.new("RGB", (4, 4)))
     source = ListSubsets({name: [{"images": [image], "texts": [turn(i)]} for i in range(200)] for name in "xyz"})
     loaded = list(finevision_samples(["z", "x"], source=source))
@@ -446,6 +446,19 @@ def test_too_many_bad_rows_fail_with_the_counts(tmp_path, samples):
     message = str(caught.value)
     assert "6 of 21 rows are bad" in message and "missing_image 1" in message and "max_bad_fraction=0.1" in message
     assert "\n" not in message
+
+
+def test_max_bad_fraction_is_a_strict_upper_bound():
+    part = RowPart("p", None, list)
+    good = {"images": [], "texts": [turn(0)]}
+
+    def stream(n_good: int, n_bad: int) -> SampleStream:
+        return SampleStream([(good, part)] * n_good + [(None, part)] * n_bad, SampleRules(), label="p")
+
+    at_limit = stream(18, 2)  # 2 of 20: exactly 10% is allowed
+    assert len(list(at_limit)) == 18 and at_limit.stats.bad == 2
+    with pytest.raises(DataSpecError, match="2 of 19 rows are bad"):
+        list(stream(17, 2))
 
 
 def test_token_budget_and_a_broken_endless_stream_fails_early():
