@@ -97,6 +97,14 @@ def test_plan_kept_rejects_bad_indices(drop, message):
         plan_kept(dense_model("llama").config, drop)
 
 
+def test_plan_kept_accepts_numpy_and_torch_integers():
+    import numpy as np
+
+    assert plan_kept(dense_model("llama").config, [np.int64(0), torch.tensor(5)]) == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="must be integers"):
+        plan_kept(dense_model("llama").config, [True])
+
+
 def test_plan_kept_policies():
     config = dense_model("qwen3_vl").config
     assert plan_kept(config, [1, 4]) == [0, 2, 3, 5]

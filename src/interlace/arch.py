@@ -21,6 +21,7 @@ block whose features are added to the output of decoder layer ``d`` (by loop pos
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -57,35 +58,51 @@ class Family:
 
 
 _LM = ("model.layers",)
+# transformers 5 saves several VLMs in their pre-v5 key layout; try the new one first.
 _VLM = ("model.language_model.layers", "language_model.model.layers", "model.layers")
+
+_LANG = "model.language_model.layers"
+_TEXT = "model.text_model.layers"
 
 TABLE: tuple[Family, ...] = (
     Family("Llama", ("llama",), "model.layers", _LM, "plain decoder; renumber self_attn.layer_idx"),
     Family("Mistral", ("mistral",), "model.layers", _LM, "one sliding window for every layer; no per-layer list"),
-    Family("Qwen2", ("qwen2",), "model.layers", _LM,
-           "layers >= max_window_layers slide when use_sliding_window: layer_types sliced, max_window_layers recomputed"),
-    Family("Qwen3", ("qwen3",), "model.layers", _LM, "as Qwen2: sliding-window layers via layer_types / max_window_layers"),
-    Family("Qwen3-MoE", ("qwen3_moe",), "model.layers", _LM,
-           "MoE vs dense MLP set by decoder_sparse_step and mlp_only_layers: rewritten as an explicit mlp_only_layers, step 1"),
-    Family("Gemma3 (text)", ("gemma3_text",), "model.layers", _LM,
-           "sliding/global attention pattern (sliding_window_pattern) written out as explicit layer_types"),
-    Family("Qwen2-VL", ("qwen2_vl",), "model.language_model.layers", _VLM, "M-RoPE needs mm_token_type_ids; layer_types sliced"),
-    Family("Qwen2.5-VL", ("qwen2_5_vl",), "model.language_model.layers", _VLM, "as Qwen2-VL (window attention is in the ViT only)"),
-    Family("Qwen3-VL", ("qwen3_vl",), "model.language_model.layers", _VLM,
-           "DeepStack: ViT features are added to the outputs of LM layers 0..D-1 by loop position; removing one "
-           "drops its feature and merger (realign) or is refused (protect)"),
-    Family("LLaVA", ("llava",), "model.language_model.layers", _VLM, "any text backbone via AutoModel; checkpoint uses legacy keys"),
-    Family("LLaVA-OneVision", ("llava_onevision",), "model.language_model.layers", _VLM, "Qwen2 backbone; anyres image tiles"),
-    Family("Idefics3", ("idefics3",), "model.text_model.layers", ("model.text_model.layers",), "Llama backbone under text_model"),
-    Family("SmolVLM", ("smolvlm",), "model.text_model.layers", ("model.text_model.layers",), "as Idefics3"),
-    Family("Gemma3", ("gemma3",), "model.language_model.layers", _VLM,
-           "sliding pattern as Gemma3 text; fresh models zero the projector (tests randomise it)"),
-    Family("InternVL (HF)", ("internvl",), "model.language_model.layers", _VLM, "Qwen2 backbone; pixel-shuffle projector"),
-    Family("PaliGemma", ("paligemma",), "model.language_model.layers", _VLM, "Gemma backbone; image tokens before <bos>"),
-    Family("Mllama (Llama 3.2 Vision)", ("mllama",), "model.language_model.layers", _VLM,
-           "cross-attention layers found by position via cross_attention_layers: remapped in the config and on the "
-           "text model; layer_idx renumbered in both self- and cross-attention; the first kept layer must be "
-           "self-attention (transformers reads the cache length from layer 0)"),
+    Family(
+        "Qwen2", ("qwen2",), "model.layers", _LM,
+        "layers >= max_window_layers slide when use_sliding_window: layer_types sliced, max_window_layers recomputed",
+    ),
+    Family("Qwen3", ("qwen3",), "model.layers", _LM, "as Qwen2: sliding-window layers via layer_types"),
+    Family(
+        "Qwen3-MoE", ("qwen3_moe",), "model.layers", _LM,
+        "MoE vs dense MLP set by decoder_sparse_step + mlp_only_layers: rewritten as explicit mlp_only_layers, step 1",
+    ),
+    Family(
+        "Gemma3 (text)", ("gemma3_text",), "model.layers", _LM,
+        "sliding/global attention pattern (sliding_window_pattern) written out as explicit layer_types",
+    ),
+    Family("Qwen2-VL", ("qwen2_vl",), _LANG, _VLM, "M-RoPE needs mm_token_type_ids; checkpoint uses legacy keys"),
+    Family("Qwen2.5-VL", ("qwen2_5_vl",), _LANG, _VLM, "as Qwen2-VL (window attention is in the ViT only)"),
+    Family(
+        "Qwen3-VL", ("qwen3_vl",), _LANG, _VLM,
+        "DeepStack: ViT features are added to the outputs of LM layers 0..D-1 by loop position; removing one "
+        "drops its feature and merger (realign) or is refused (protect)",
+    ),
+    Family("LLaVA", ("llava",), _LANG, _VLM, "any text backbone via AutoModel; checkpoint uses legacy keys"),
+    Family("LLaVA-OneVision", ("llava_onevision",), _LANG, _VLM, "Qwen2 backbone; anyres image tiles"),
+    Family("Idefics3", ("idefics3",), _TEXT, (_TEXT,), "Llama backbone under text_model"),
+    Family("SmolVLM", ("smolvlm",), _TEXT, (_TEXT,), "as Idefics3"),
+    Family(
+        "Gemma3", ("gemma3",), _LANG, _VLM,
+        "sliding pattern as Gemma3 text; fresh models zero the projector (tests randomise it)",
+    ),
+    Family("InternVL (HF)", ("internvl",), _LANG, _VLM, "Qwen2 backbone; pixel-shuffle projector"),
+    Family("PaliGemma", ("paligemma",), _LANG, _VLM, "Gemma backbone; image tokens before <bos>"),
+    Family(
+        "Mllama (Llama 3.2 Vision)", ("mllama",), _LANG, _VLM,
+        "cross-attention layers found by position via cross_attention_layers: remapped in the config and on the "
+        "text model; layer_idx renumbered in self- and cross-attention; the first kept layer must be "
+        "self-attention (transformers reads the cache length from layer 0)",
+    ),
 )
 BY_MODEL_TYPE: dict[str, Family] = {t: family for family in TABLE for t in family.model_types}
 
@@ -127,7 +144,8 @@ class ArchInfo:
 def supported_families() -> list[dict[str, Any]]:
     """The table as plain dicts (for ``interlace archs`` and the docs)."""
     return [
-        {"name": f.name, "model_types": list(f.model_types), "layers": f.layers_path, "special": f.special} for f in TABLE
+        {"name": f.name, "model_types": list(f.model_types), "layers": f.layers_path, "special": f.special}
+        for f in TABLE
     ]
 
 
@@ -186,6 +204,8 @@ def get_arch(model: PreTrainedModel, *, deepstack: str = "realign") -> ArchInfo:
         UnsupportedModelError: the model type is not in the table and ``get_decoder()`` finds no
             ``layers`` list, or its config has a per-layer field this module does not know.
     """
+    if deepstack not in ("realign", "protect"):
+        raise ValueError(f"deepstack={deepstack!r} is not a policy; use 'realign' or 'protect'")
     config = model.config
     model_type = config.model_type
     family = BY_MODEL_TYPE.get(model_type)
@@ -235,8 +255,12 @@ def plan_kept(config: PreTrainedConfig, drop: Sequence[int], *, deepstack: str =
         raise ValueError(f"deepstack={deepstack!r} is not a policy; use 'realign' or 'protect'")
     n = config.get_text_config(decoder=True).num_hidden_layers
     drop = list(drop)
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in drop):
-        raise ValueError(f"layer indices must be integers, got {drop}")
+    try:  # accept numpy / torch integers (selection code often returns them), refuse floats and bools
+        if any(isinstance(i, bool) for i in drop):
+            raise TypeError
+        drop = [operator.index(i) for i in drop]
+    except TypeError:
+        raise ValueError(f"layer indices must be integers, got {drop}") from None
     if bad := [i for i in drop if not 0 <= i < n]:
         raise ValueError(f"layer indices {bad} are out of range: the model has {n} decoder layers (0..{n - 1})")
     if len(set(drop)) != len(drop):

@@ -56,7 +56,8 @@ class SurgeryResult:
 
 def _deepstack_owner(model: nn.Module) -> nn.Module | None:
     """The vision module holding ``deepstack_merger_list`` (Qwen3-VL), if any."""
-    return next((m for m in model.modules() if isinstance(getattr(m, "deepstack_merger_list", None), nn.ModuleList)), None)
+    owners = (m for m in model.modules() if isinstance(getattr(m, "deepstack_merger_list", None), nn.ModuleList))
+    return next(owners, None)
 
 
 def remove_layers(model: PreTrainedModel, indices: Sequence[int], *, deepstack: str = "realign") -> SurgeryResult:
@@ -85,8 +86,8 @@ def remove_layers(model: PreTrainedModel, indices: Sequence[int], *, deepstack: 
     """
     arch = get_arch(model)
     kept = plan_kept(model.config, indices, deepstack=deepstack)
-    removed = sorted(set(indices))
     before = len(arch.layers)
+    removed = [i for i in range(before) if i not in set(kept)]
 
     dropped_features = [d for d in range(deepstack_count(model.config)) if d in removed]
     owner = _deepstack_owner(model)
@@ -103,7 +104,8 @@ def remove_layers(model: PreTrainedModel, indices: Sequence[int], *, deepstack: 
     changes = cut_config(model.config, kept)
     for name, value in changes.items():
         # Some decoders copy config lists at init (Mllama: self.cross_attention_layers).
-        if name != "num_hidden_layers" and hasattr(arch.decoder, name) and not isinstance(getattr(arch.decoder, name), nn.Module):
+        mirrored = name != "num_hidden_layers" and hasattr(arch.decoder, name)
+        if mirrored and not isinstance(getattr(arch.decoder, name), nn.Module):
             setattr(arch.decoder, name, value)
     if owner is not None and "deepstack_visual_indexes" in changes:
         owner.deepstack_visual_indexes = changes["deepstack_visual_indexes"]
@@ -156,18 +158,20 @@ def identity_hooks(model: PreTrainedModel, indices: Sequence[int], *, deepstack:
         ValueError: same validation as ``remove_layers``.
     """
     arch = get_arch(model)
-    plan_kept(model.config, indices, deepstack=deepstack)
+    kept = set(plan_kept(model.config, indices, deepstack=deepstack))
+    identity = [i for i in range(len(arch.layers)) if i not in kept]
     store: dict[int, torch.Tensor] = {}
     handles = []
     try:
-        for i in sorted(set(indices)):
+        for i in identity:
             layer = arch.layers[i]
             handles.append(layer.register_forward_pre_hook(_identity_pre_hook(store), with_kwargs=True))
             handles.append(layer.register_forward_hook(_identity_hook(store), with_kwargs=True))
         owner = _deepstack_owner(model)
         for d in range(deepstack_count(model.config)):
-            if d in indices:
-                handles.append(owner.deepstack_merger_list[d].register_forward_hook(lambda m, a, out: torch.zeros_like(out)))
+            if d in identity:  # the pruned model loses this feature with its layer (see module docstring)
+                merger = owner.deepstack_merger_list[d]
+                handles.append(merger.register_forward_hook(lambda module, args, out: torch.zeros_like(out)))
         yield
     finally:
         for handle in handles:
