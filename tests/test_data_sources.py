@@ -186,7 +186,7 @@ def test_parquet_without_texts_column_is_refused(tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"images": [[{"bytes": b"x", "path": None}]], "caption": ["c"]}), tmp_path / "c.parquet")
-    with pytest.raises(DataSpecError, match="no 'texts' column .*has images, caption"):
+    with pytest.raises(DataSpecError, match=r"no 'texts' column .*has images, caption"):
         parse_data_spec(str(tmp_path / "c.parquet"))
 
 
@@ -466,7 +466,7 @@ def test_token_budget_and_a_broken_endless_stream_fails_early():
     rows = [{"images": [image], "texts": [{"user": "one two three", "assistant": "four"}]}] * 3
     words = SampleRules(max_text_length=3, text_length=lambda text: len(text.split()))
     part = RowPart("p", 3, lambda: rows)
-    with pytest.raises(DataSpecError, match="3 of 3 rows are bad.*too_long 3"):
+    with pytest.raises(DataSpecError, match=r"3 of 3 rows are bad.*too_long 3"):
         list(SampleStream(((row, part) for row in rows), words, label="p"))
 
     def endless():
