@@ -11,8 +11,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from interlace import cli_surgery
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
+cli_surgery.register(app)
 
 ModelArg = Annotated[
     Optional[str], typer.Argument(help="Checkpoint directory or Hub id; omit for the embedded model.")
@@ -179,6 +182,45 @@ def prune(
     console.print(_summary_table(report))
     console.print(f"saved and verified: {report.out}")
     _write_report_json(json_path, report)
+
+
+@app.command()
+def compare(
+    model: ModelArg = None,
+    ratio: Annotated[float, typer.Option(help="Share of decoder layers to remove.")] = 0.25,
+    methods: Annotated[str, typer.Option(help="'all' or a comma list; add -ft to heal a training-free baseline.")] = "all",
+    out: Annotated[Path, typer.Option("--out", help="Directory for compare.md, compare.png, compare.json.")] = Path("runs/compare"),
+    data: Annotated[str, typer.Option(help="Calibration/healing data spec.")] = "embedded",
+    calib_samples: Annotated[int, typer.Option(help="Calibration samples.")] = 384,
+    train_samples: Annotated[Optional[int], typer.Option(help="Healing samples per healed method.")] = None,
+    eval_samples_per_task: Annotated[int, typer.Option(help="Held-out questions per task.")] = 500,
+    bench: Annotated[bool, typer.Option("--bench/--no-bench", help="Measure prefill speedups.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    json_path: JsonOpt = None,
+    threads: ThreadsOpt = 1,
+) -> None:
+    """Compare every method with dense and Dense-FT on the same data and budget."""
+    from interlace.compare import CompareConfig, compare as run_compare, parse_methods
+    from interlace.data.sources import parse_data_spec
+    from interlace.loading import ModelNotFoundError, resolve
+
+    _threads(threads)
+    try:
+        names = parse_methods(methods)
+        resolve(model)
+        parse_data_spec(data)
+    except (ValueError, ModelNotFoundError) as error:
+        fail(str(error))
+    if not 0 < ratio < 1:
+        fail(f"--ratio must be between 0 and 1 (exclusive), got {ratio}")
+    config = CompareConfig(
+        model=model, out=out, ratio=ratio, methods=names, data=data, calib_samples=calib_samples,
+        train_samples=train_samples, eval_samples_per_task=eval_samples_per_task, seed=seed, bench=bench,
+    )
+    report = run_compare(config, log=_stage_log)
+    console.print((out / "compare.md").read_text())
+    if json_path:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 @app.command()

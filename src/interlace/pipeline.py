@@ -19,7 +19,17 @@ import torch
 
 from interlace.heal import HealConfig
 
+# The paper's recipe scaled to the embedded model: a 2.6M-parameter model heals with a much larger
+# learning rate than an 8B one, and 2048 samples (64 optimizer steps) fit the demo's time budget.
 EMBEDDED_HEAL = dict(lr=1e-3, batch_size=32, micro_batch_size=32, warmup_ratio=0.05)
+EMBEDDED_TRAIN_SAMPLES = 2048
+
+
+def train_sample_count(config: "PruneConfig") -> int | None:
+    """Healing samples: the flag, else 2048 from the endless embedded stream, else all rows."""
+    if config.train_samples is not None:
+        return config.train_samples
+    return EMBEDDED_TRAIN_SAMPLES if config.data.startswith("embedded") else None
 
 
 @dataclass
@@ -249,7 +259,7 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
     heal_result = None
     if config.do_heal and plan.finetuned:
         with stage("heal"):
-            train = sources.load_samples(config.data, "train", config.train_samples, seed=config.seed)
+            train = sources.load_samples(config.data, "train", train_sample_count(config), seed=config.seed)
             heal_result = heal(model, processor, train, plan.finetuned_after_cut, heal_config, checkpoint_dir=work / "heal", resume=config.resume)
 
     pruned = None
