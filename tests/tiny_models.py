@@ -91,7 +91,8 @@ MEAN_STD = dict(image_mean=[0.5] * 3, image_std=[0.5] * 3)
 def real_image(size: int = 32) -> Image.Image:
     """A deterministic RGB picture (coloured shapes on a gradient) standing in for a photo."""
     grad = np.linspace(0, 255, size, dtype=np.uint8)
-    pixels = np.stack([np.tile(grad, (size, 1)), np.tile(grad[:, None], (1, size)), np.full((size, size), 96, np.uint8)], -1)
+    channels = [np.tile(grad, (size, 1)), np.tile(grad[:, None], (1, size)), np.full((size, size), 96, np.uint8)]
+    pixels = np.stack(channels, -1)  # (H, W, 3)
     image = Image.fromarray(pixels, "RGB")
     draw = ImageDraw.Draw(image)
     draw.ellipse([size // 8, size // 8, size // 2, size // 2], fill=(220, 30, 30))
@@ -153,14 +154,16 @@ def _qwen3() -> PreTrainedModel:
 def _qwen3_moe() -> PreTrainedModel:
     # MoE on every 2nd layer except layer 3 (mlp_only_layers): both pattern fields matter.
     config = Qwen3MoeConfig(
-        **TEXT, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=2, mlp_only_layers=[3]
+        **TEXT, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+        decoder_sparse_step=2, mlp_only_layers=[3],
     )
     return Qwen3MoeForCausalLM(config)
 
 
 def _gemma3_text() -> PreTrainedModel:
     # Every 2nd layer is global attention, the rest slide over 5 tokens.
-    return Gemma3ForCausalLM(Gemma3TextConfig(**TEXT, sliding_window=5, sliding_window_pattern=2, query_pre_attn_scalar=16))
+    config = Gemma3TextConfig(**TEXT, sliding_window=5, sliding_window_pattern=2, query_pre_attn_scalar=16)
+    return Gemma3ForCausalLM(config)
 
 
 # ---------------------------------------------------------------- vision-language families
@@ -171,7 +174,8 @@ def _qwen_pixels(patch: int, side: int) -> tuple[torch.Tensor, torch.Tensor]:
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     processor = Qwen2VLImageProcessorPil(
-        patch_size=patch, merge_size=2, temporal_patch_size=2, min_pixels=side * side, max_pixels=side * side, **MEAN_STD
+        patch_size=patch, merge_size=2, temporal_patch_size=2, min_pixels=side * side, max_pixels=side * side,
+        **MEAN_STD,
     )
     out = processor(images=real_image(side), return_tensors="pt")
     return out["pixel_values"], out["image_grid_thw"]
@@ -205,7 +209,8 @@ def _qwen2_5_vl() -> PreTrainedModel:
         depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14, out_hidden_size=64,
         window_size=56, fullatt_block_indexes=[1],
     )
-    return Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=_qwen_vl_text(), vision_config=vision, **QWEN_IDS))
+    config = Qwen2_5_VLConfig(text_config=_qwen_vl_text(), vision_config=vision, **QWEN_IDS)
+    return Qwen2_5_VLForConditionalGeneration(config)
 
 
 QWEN3_VL_DEEPSTACK = 3
@@ -297,6 +302,11 @@ def _gemma3() -> PreTrainedModel:
     return model
 
 
+def _gemma3_block() -> tuple[list[int], dict[str, torch.Tensor]]:
+    # 4x4 SigLIP patches avg-pooled to mm_tokens_per_image=4, between <start_of_image> <end_of_image>.
+    return [BOI] + [IMAGE] * 4 + [EOI], {"pixel_values": normalised(real_image(), 32)[None]}
+
+
 def _internvl() -> PreTrainedModel:
     vision = dict(**TINY_VIT, image_size=[32, 32], patch_size=[8, 8], model_type="internvl_vision")
     text = {**{k: v for k, v in TEXT.items() if k != "head_dim"}, "model_type": "qwen2"}
@@ -319,7 +329,8 @@ def _mllama() -> PreTrainedModel:
     )
     # Layers 2 and 4 are cross-attention layers (they attend to the image instead of the text).
     text = {k: v for k, v in TEXT.items() if k != "head_dim"} | {"cross_attention_layers": [2, 4]}
-    model = MllamaForConditionalGeneration(MllamaConfig(vision_config=vision, text_config=text, image_token_index=IMAGE))
+    config = MllamaConfig(vision_config=vision, text_config=text, image_token_index=IMAGE)
+    model = MllamaForConditionalGeneration(config)
     # Fresh cross-attention layers have tanh gates at 0, which would make the image invisible.
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -352,7 +363,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("llava_onevision", "llava_onevision", _llava_onevision, _onevision_block),
     Family("idefics3", "idefics3", _idefics_like(Idefics3Config, Idefics3ForConditionalGeneration), _idefics_block),
     Family("smolvlm", "smolvlm", _idefics_like(SmolVLMConfig, SmolVLMForConditionalGeneration), _idefics_block),
-    Family("gemma3", "gemma3", _gemma3, lambda: ([BOI] + [IMAGE] * 4 + [EOI], {"pixel_values": normalised(real_image(), 32)[None]})),
+    Family("gemma3", "gemma3", _gemma3, _gemma3_block),
     Family("internvl", "internvl", _internvl, _clip_block(4)),
     Family("paligemma", "paligemma", _paligemma, _clip_block(16), prefix_image=True),
     Family("mllama", "mllama", _mllama, _mllama_block),

@@ -149,7 +149,8 @@ def cut_checkpoint(src: str | Path, dst: str | Path, drop: Sequence[int], *, dee
                     total += _write_streaming(tmp / shard, handle, plan, handle.metadata())
                     weight_map.update({new: shard for _, new in plan})
         if index is not None:
-            index = {"metadata": {**index.get("metadata", {}), "total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+            metadata = {**index.get("metadata", {}), "total_size": total}
+            index = {"metadata": metadata, "weight_map": dict(sorted(weight_map.items()))}
             (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
         for path in src.iterdir():
             if path.is_file() and path.suffix not in _WEIGHT_SUFFIXES and path.name not in (INDEX_NAME, "config.json"):

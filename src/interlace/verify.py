@@ -72,7 +72,8 @@ def auto_class(config: PreTrainedConfig) -> type:
 
 def _picture(size: int = 64) -> Image.Image:
     grad = np.linspace(0, 255, size, dtype=np.uint8)
-    pixels = np.stack([np.tile(grad, (size, 1)), np.tile(grad[:, None], (1, size)), np.full((size, size), 128, np.uint8)], -1)
+    channels = [np.tile(grad, (size, 1)), np.tile(grad[:, None], (1, size)), np.full((size, size), 128, np.uint8)]
+    pixels = np.stack(channels, -1)  # (H, W, 3): two gradients and a constant
     return Image.fromarray(pixels, "RGB")
 
 
@@ -175,7 +176,8 @@ def verify(
     cls = auto_class(config)
     dtype = model.dtype if model is not None else "auto"
     reloaded, info = cls.from_pretrained(model_dir, dtype=dtype, output_loading_info=True)
-    problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    checked = ("missing_keys", "unexpected_keys", "mismatched_keys")
+    problems = {k: sorted(v) for k, v in info.items() if k in checked and v}
     if problems:
         raise VerificationError(
             f"reloading {model_dir} with {cls.__name__}.from_pretrained did not match the weights to the config: "
@@ -207,7 +209,8 @@ def verify(
             max_diff = (ours.float() - theirs.float()).abs().max().item()
             if ours.shape != theirs.shape or max_diff > atol:
                 raise VerificationError(
-                    f"logits of the reloaded {model_dir} differ from the in-memory model by {max_diff:.3g} (allowed {atol})"
+                    f"logits of the reloaded {model_dir} differ from the in-memory model by {max_diff:.3g} "
+                    f"(allowed {atol})"
                 )
         stage = "generation of the reloaded model"
         cached = _generate(reloaded, inputs, max_new_tokens, use_cache=True)
@@ -217,9 +220,8 @@ def verify(
             stage = "cached generation of the in-memory model"
             # The reloaded model rebuilds layer_idx from its config; the in-memory one keeps whatever
             # surgery left, so its cached generation is the check for stale layer_idx.
-            note_memory = _compare_generations(
-                _generate(model, inputs, max_new_tokens, use_cache=True), uncached, prompt_len, tie_tol, "in-memory model"
-            )
+            ours_cached = _generate(model, inputs, max_new_tokens, use_cache=True)
+            note_memory = _compare_generations(ours_cached, uncached, prompt_len, tie_tol, "in-memory model")
             if note_memory != "identical":
                 note = f"{note}; in-memory model: {note_memory}"
     except VerificationError:
