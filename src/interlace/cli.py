@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from interlace import cli_surgery
+from interlace.console import console, fail
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console()
 cli_surgery.register(app)
 
 ModelArg = Annotated[
@@ -22,12 +21,6 @@ ModelArg = Annotated[
 ]
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="torch CPU threads (0: torch's default).")]
-
-
-def fail(message: str) -> None:
-    """Print a one-line error and exit with status 2 (bad input), no traceback."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(2)
 
 
 def _threads(threads: int) -> None:
@@ -91,10 +84,17 @@ def _stage_log(message: str) -> None:
 def _run_prune(config) -> "PruneReport":  # noqa: F821
     from interlace.pipeline import prune
 
+    from interlace.heal import HealInterrupted, NonFiniteLossError
+
     try:
         return prune(config, log=_stage_log)
     except (ValueError, FileExistsError) as error:
         fail(str(error).splitlines()[0])
+    except HealInterrupted as error:
+        console.print(f"[bold yellow]interrupted:[/] {error}", highlight=False)
+        raise typer.Exit(130)
+    except NonFiniteLossError as error:
+        fail(str(error))
 
 
 def _summary_table(report) -> Table:
@@ -137,6 +137,7 @@ def methods() -> None:
 
 @app.command()
 def prune(
+    ctx: typer.Context,
     model: ModelArg = None,
     out: Annotated[Path, typer.Option("--out", help="Output directory for the pruned checkpoint.")] = Path("runs/interlace"),
     ratio: Annotated[float, typer.Option(help="Share of decoder layers to remove (K = floor(ratio * L)).")] = 0.25,
@@ -147,7 +148,8 @@ def prune(
     lr: Annotated[Optional[float], typer.Option(help="Healing learning rate (paper: 1e-5; embedded: 1e-3).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Effective healing batch (paper: 32).")] = None,
     micro_batch_size: Annotated[Optional[int], typer.Option(help="Samples per forward pass.")] = None,
-    heal: Annotated[bool, typer.Option("--heal/--no-heal", help="Heal the survivor layers.")] = True,
+    save_every: Annotated[Optional[int], typer.Option(help="Optimizer steps between resumable healing checkpoints.")] = None,
+    do_heal: Annotated[bool, typer.Option("--heal/--no-heal", help="Heal the survivor layers.")] = True,
     train_lm_head: Annotated[bool, typer.Option(help="Also train the lm_head (the paper freezes it).")] = False,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for activation memory.")] = False,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate on the built-in suite before and after.")] = True,
@@ -155,30 +157,30 @@ def prune(
     dtype: Annotated[str, typer.Option(help="Weights dtype: float32 or bfloat16.")] = "float32",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from <out>.work.")] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (flags override it).")] = None,
     json_path: JsonOpt = None,
     threads: ThreadsOpt = 0,
 ) -> None:
     """Score layers, select, cut, heal the survivors, verify, evaluate and save."""
-    from interlace.heal import HealConfig
-    from interlace.pipeline import EMBEDDED_HEAL, PruneConfig
+    from click.core import ParameterSource
+
+    from interlace.config import read_yaml, resolve_config
+    from interlace.pipeline import ConfigError
 
     _threads(threads)
-    embedded = model in (None, "embedded")
-    base = {**(EMBEDDED_HEAL if embedded else {}), "seed": seed}
-    overrides = {"lr": lr, "batch_size": batch_size, "micro_batch_size": micro_batch_size}
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    if "micro_batch_size" in base and "batch_size" in base and base["micro_batch_size"] > base["batch_size"]:
-        base["micro_batch_size"] = base["batch_size"]
+    skip = {"ctx", "config", "json_path", "threads"}
+    typed = {
+        name: value
+        for name, value in ctx.params.items()
+        if name not in skip and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    }
     try:
-        heal_config = HealConfig(**base, train_lm_head=train_lm_head, gradient_checkpointing=gradient_checkpointing)
-    except ValueError as error:
+        file_values = read_yaml(config) if config else {}
+        defaults = {k: v for k, v in ctx.params.items() if k not in skip and k not in typed and v is not None and k not in file_values and k not in (file_values.get("heal") or {})}
+        run_config = resolve_config(file_values, {**defaults, **typed})
+    except ConfigError as error:
         fail(str(error))
-    config = PruneConfig(
-        model=model, out=out, ratio=ratio, method=method, data=data, calib_samples=calib_samples,
-        train_samples=train_samples, heal=heal_config, do_heal=heal, evaluate=evaluate, seed=seed,
-        overwrite=overwrite, resume=resume, dtype=dtype,
-    )
-    report = _run_prune(config)
+    report = _run_prune(run_config)
     console.print(_summary_table(report))
     console.print(f"saved and verified: {report.out}")
     _write_report_json(json_path, report)

@@ -11,15 +11,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from interlace.console import console, fail
 
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(2)
 
 
 def parse_drop(text: str) -> list[int]:
@@ -67,7 +62,7 @@ def cut(
         indices = parse_drop(drop)
         out = cut_checkpoint(src, dst, indices, deepstack=deepstack)
     except (ValueError, FileNotFoundError, FileExistsError, UnsupportedModelError) as error:
-        _fail(str(error))
+        fail(str(error))
     console.print(f"wrote {out} without layers {sorted(indices)}")
     if verify_output:
         from interlace.verify import VerificationError, verify
@@ -75,7 +70,7 @@ def cut(
         try:
             report = verify(out)
         except VerificationError as error:
-            _fail(f"{out} was written but failed verification: {error}")
+            fail(f"{out} was written but failed verification: {error}")
         console.print(
             f"verified: {report.model_class} reloads with {report.num_layers} layers "
             f"(original {report.kept_layers}); cached == uncached generation ({report.generation_note})"

@@ -157,12 +157,25 @@ def validate(config: PruneConfig) -> None:
     from interlace.methods import METHODS
 
     problems: list[str] = []
+    num_layers = None
     try:
-        resolve(config.model)
+        num_layers = _check_model(resolve(config.model), config.model)
     except ModelNotFoundError as error:
         problems.append(str(error))
     if not 0 < config.ratio < 1:
         problems.append(f"--ratio must be between 0 and 1 (exclusive), got {config.ratio}")
+    elif num_layers:
+        drops = int(config.ratio * num_layers + 1e-9)
+        per_drop = 2 if config.method.startswith("interlace") else 1
+        if drops == 0:
+            problems.append(f"--ratio {config.ratio} removes no layer of {num_layers} (K = floor(ratio x L) = 0); raise --ratio")
+        elif num_layers - drops < 2:
+            problems.append(f"--ratio {config.ratio} would leave {num_layers - drops} of {num_layers} layers; keep at least 2 by lowering --ratio")
+        elif per_drop * drops > num_layers - 1:
+            problems.append(
+                f"--ratio {config.ratio} asks {config.method} to drop {drops} of {num_layers} layers, but each drop needs "
+                f"a pair of layers, so at most {(num_layers - 1) // 2} fit; lower --ratio"
+            )
     if config.method not in METHODS:
         problems.append(f"--method {config.method!r} is unknown; choose from {', '.join(METHODS)}")
     try:
@@ -182,6 +195,34 @@ def validate(config: PruneConfig) -> None:
         problems.append(f"--resume found no interrupted run in {out}.work; drop --resume to start fresh")
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def _check_model(source: str, given: str | None) -> int | None:
+    """Read the model's config (cheap, no weights) and check its architecture is supported.
+
+    Returns:
+        The decoder depth L, when the config names it.
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    from interlace.arch import BY_MODEL_TYPE
+    from interlace.loading import ModelNotFoundError
+
+    try:
+        model_config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise ModelNotFoundError(f"cannot load the config of {given or source}: {str(error).splitlines()[0]}") from None
+    model_type = model_config.model_type
+    known = model_type in BY_MODEL_TYPE or model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    if not known:
+        raise ModelNotFoundError(
+            f"model type {model_type!r} of {given or source} is not a supported decoder; supported: {', '.join(sorted(BY_MODEL_TYPE))}"
+        )
+    return getattr(model_config.get_text_config(decoder=True), "num_hidden_layers", None)
 
 
 def prune(config: PruneConfig, log=print) -> PruneReport:
@@ -211,7 +252,7 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
 
     with stage("load"):
         model, processor = load_model(config.model, dtype=dtype)
-        arch = get_arch(model)
+        arch = get_arch(model, deepstack=config.deepstack)
         layers_before = len(arch.layers)
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(_config_json(config, heal_config), indent=2))
