@@ -55,11 +55,11 @@ def test_unreachable_hub_id(tmp_path):
 
 
 def test_unsupported_architecture(tmp_path):
-    from transformers import BertConfig
+    from transformers import T5Config
 
-    model_dir = tmp_path / "bert"
-    BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64).save_pretrained(model_dir)
-    assert_clean_failure(run("prune", str(model_dir), "--out", str(tmp_path / "out")), "'bert'", "qwen3_vl", "llava")
+    model_dir = tmp_path / "t5"
+    T5Config(num_layers=2, d_model=32, num_heads=2, d_ff=64).save_pretrained(model_dir)
+    assert_clean_failure(run("prune", str(model_dir), "--out", str(tmp_path / "out")), "'t5'", "qwen3_vl", "llava")
     assert not (tmp_path / "out").exists()
 
 

@@ -1,0 +1,77 @@
+"""Interruption and resume of healing, and numerical faults (issue 7).
+
+A real `interlace prune` subprocess is stopped with SIGTERM mid-heal, resumed with --resume, and
+must end with exactly the weights of an uninterrupted run (CPU, fixed seed).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from interlace.data import vqa
+from interlace.heal import HealConfig, NonFiniteLossError, heal, load_checkpoint
+from interlace.loading import load_model
+
+ARGS = ["--no-eval", "--train-samples", "384", "--calib-samples", "24", "--batch-size", "16", "--micro-batch-size", "8", "--save-every", "2", "--threads", "1"]
+
+
+def prune_process(out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "interlace", "prune", "--out", str(out), *ARGS, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    reference = prune_process(tmp_path / "a")
+    interrupted = prune_process(tmp_path / "b")
+    checkpoint = tmp_path / "b.work" / "heal" / "latest" / "meta.json"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and interrupted.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert checkpoint.exists(), interrupted.communicate()[0]
+    interrupted.send_signal(signal.SIGTERM)
+    output = interrupted.communicate(timeout=120)[0]
+    assert interrupted.returncode == 130, output
+    assert "--resume" in output and "Traceback" not in output
+    assert not (tmp_path / "b").exists()  # nothing that looks complete
+    state = load_checkpoint(tmp_path / "b.work" / "heal")
+    assert 0 < state["step"] < 24
+
+    resumed = prune_process(tmp_path / "b", "--resume")
+    resumed_output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, resumed_output
+    assert reference.wait(timeout=300) == 0, reference.communicate()[0]
+    a = load_file(tmp_path / "a" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    assert not (tmp_path / "b.work").exists()
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    model, processor = load_model(None)
+    samples = vqa.load_split("calib", 8)[:40]
+    calls = {"n": 0}
+
+    def poison(module, args, output):
+        calls["n"] += 1
+        if calls["n"] > 3:  # forward passes 1-3 are fine; the 4th (step 4) turns NaN
+            return output * float("nan")
+
+    handle = model.model.language_model.layers[5].register_forward_hook(poison)
+    config = HealConfig(lr=1e-3, batch_size=8, micro_batch_size=8, save_every=1)
+    with pytest.raises(NonFiniteLossError, match=r"step 4/5") as error:
+        heal(model, processor, samples, [4, 5], config, checkpoint_dir=tmp_path / "heal", progress=False)
+    handle.remove()
+    assert "intact" in str(error.value)
+    state = load_checkpoint(tmp_path / "heal")
+    assert state["step"] == 3
+    assert all(torch.isfinite(v).all() for v in state["trainable"].values())
+    assert not (tmp_path / "heal" / "latest.tmp").exists()
