@@ -4,6 +4,7 @@ A real `interlace prune` subprocess is stopped with SIGTERM mid-heal, resumed wi
 must end with exactly the weights of an uninterrupted run (CPU, fixed seed).
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -53,6 +54,13 @@ def test_sigterm_then_resume_gives_the_uninterrupted_weights(tmp_path):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
     assert not (tmp_path / "b.work").exists()
+    # repeatability: same seed and inputs give the same scores, plan and healing curve
+    manifests = [json.loads((tmp_path / run / "interlace_manifest.json").read_text()) for run in "ab"]
+    assert manifests[0]["scores"] == manifests[1]["scores"]
+    assert manifests[0]["report"]["plan"] == manifests[1]["report"]["plan"]
+    assert manifests[0]["report"]["heal"]["losses"] == manifests[1]["report"]["heal"]["losses"]
+    assert manifests[1]["report"]["heal"]["resumed_from_step"] > 0
+    assert manifests[0]["versions"]["torch"] == torch.__version__ and manifests[0]["config"]["seed"] == 0
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):

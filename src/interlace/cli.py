@@ -85,6 +85,7 @@ def _run_prune(config) -> "PruneReport":  # noqa: F821
     from interlace.pipeline import prune
 
     from interlace.heal import HealInterrupted, NonFiniteLossError
+    from interlace.verify import VerificationError
 
     try:
         return prune(config, log=_stage_log)
@@ -93,8 +94,8 @@ def _run_prune(config) -> "PruneReport":  # noqa: F821
     except HealInterrupted as error:
         console.print(f"[bold yellow]interrupted:[/] {error}", highlight=False)
         raise typer.Exit(130)
-    except NonFiniteLossError as error:
-        fail(str(error))
+    except (NonFiniteLossError, VerificationError) as error:
+        fail(str(error).splitlines()[0], code=1)
 
 
 def _summary_table(report) -> Table:

@@ -242,7 +242,7 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
     from interlace.plots import plot_curve, plot_plan
     from interlace.select import Plan
     from interlace.surgery import remove_layers
-    from interlace.verify import verify
+    from interlace.verify import VerificationError, verify
 
     validate(config)
     out, work, tmp = config.out, Path(f"{config.out}.work"), Path(f"{config.out}.tmp")
@@ -271,7 +271,9 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
 
     with stage("analyze"):
         scores_path = work / "scores.json"
-        calib = sources.load_samples(config.data, "calib", config.calib_samples, seed=config.seed)
+        calib_stream = sources.iter_samples(config.data, "calib", config.calib_samples, seed=config.seed)
+        calib = list(calib_stream)
+        data_stats = {"calib": calib_stream.stats.to_json()}
         if config.resume and scores_path.exists():
             scores = load_scores(scores_path)
         else:
@@ -300,7 +302,9 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
     heal_result = None
     if config.do_heal and plan.finetuned:
         with stage("heal"):
-            train = sources.load_samples(config.data, "train", train_sample_count(config), seed=config.seed)
+            train_stream = sources.iter_samples(config.data, "train", train_sample_count(config), seed=config.seed)
+            train = list(train_stream)
+            data_stats["train"] = train_stream.stats.to_json()
             heal_result = heal(model, processor, train, plan.finetuned_after_cut, heal_config, checkpoint_dir=work / "heal", resume=config.resume)
 
     pruned = None
@@ -312,7 +316,11 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        verification = verify(tmp, model=model)
+        try:
+            verification = verify(tmp, model=model)
+        except VerificationError:
+            shutil.rmtree(tmp, ignore_errors=True)  # never leave a checkpoint that looks usable
+            raise
         save_scores(scores, tmp / "interlace_scores.json")
         plot_scores(scores, tmp / "scores.png")
         plot_plan(plan, tmp / "plan.png")
@@ -335,6 +343,7 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
         "report": report.to_json(),
         "scores": scores.to_json(),
         "surgery": surgery,
+        "data": data_stats,
         "verification": verification.to_dict() if hasattr(verification, "to_dict") else str(verification),
         "versions": versions(),
     }
