@@ -158,6 +158,7 @@ def prune(
     dtype: Annotated[str, typer.Option(help="Weights dtype: float32 or bfloat16.")] = "float32",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from <out>.work.")] = False,
+    push_to_hub: Annotated[Optional[str], typer.Option(help="Upload the verified result to this Hub repo (private).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (flags override it).")] = None,
     json_path: JsonOpt = None,
     threads: ThreadsOpt = 0,

@@ -56,6 +56,7 @@ class PruneConfig:
         overwrite: replace a non-empty output directory.
         resume: continue from ``<out>.work``.
         dtype: weights dtype for loading ("float32", "bfloat16").
+        push_to_hub: Hub repo id to upload the verified folder to (private), or None.
     """
 
     model: str | None = None
@@ -77,6 +78,7 @@ class PruneConfig:
     overwrite: bool = False
     resume: bool = False
     dtype: str = "float32"
+    push_to_hub: str | None = None
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -236,7 +238,8 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
     from interlace.data import sources
     from interlace.data.vqa import load_split
     from interlace.evaluate import evaluate
-    from interlace.heal import heal, load_checkpoint
+    from interlace.export import model_card
+    from interlace.heal import heal
     from interlace.loading import load_model
     from interlace.methods import apply_sparsity, get_method, required_ks, select_layers
     from interlace.plots import plot_curve, plot_plan
@@ -347,12 +350,25 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
         "verification": verification.to_dict() if hasattr(verification, "to_dict") else str(verification),
         "versions": versions(),
     }
+    manifest["auto_class"] = _auto_name(model)
     (tmp / "interlace_manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    (tmp / "README.md").write_text(model_card(json.loads(json.dumps(manifest, default=str))))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     shutil.rmtree(work, ignore_errors=True)
+    if config.push_to_hub:
+        from interlace.export import push_to_hub
+
+        with stage("push to hub"):
+            log(f"  {push_to_hub(out, config.push_to_hub)}")
     return report
+
+
+def _auto_name(model: Any) -> str:
+    from interlace.loading import is_vision_language
+
+    return "AutoModelForImageTextToText" if is_vision_language(model.config) else "AutoModelForCausalLM"
 
 
 def _config_json(config: PruneConfig, heal_config: HealConfig) -> dict[str, Any]:
