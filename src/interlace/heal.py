@@ -29,6 +29,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from interlace.arch import get_arch
 from interlace.data.chat import IGNORE_INDEX, collate, encode_for_training
+from interlace.losses import hidden_mse_sum, objective
 
 @dataclass
 class HealConfig:
@@ -48,6 +49,12 @@ class HealConfig:
         mixed_precision: "auto" (bf16 where the GPU supports it, else fp32), "bf16" or "no".
         seed: data order and any randomness.
         save_every: optimizer steps between resumable checkpoints (0: only on interruption).
+        loss: "ce" (the paper), "kd" (distil the dense teacher) or "kd+ce".
+        kd_alpha: weight of the KD term in "kd+ce".
+        kd_temperature: distillation temperature.
+        kd_top_k: KL over the teacher's top-k tokens only (0: full vocabulary).
+        anchor_weight: weight of the MSE between the anchors' outputs and the dense model's (the
+            anchors are frozen, so their dense outputs are natural targets); 0 disables it.
     """
 
     lr: float = 1e-5
@@ -63,9 +70,18 @@ class HealConfig:
     mixed_precision: str = "auto"
     seed: int = 0
     save_every: int = 0
+    loss: str = "ce"
+    kd_alpha: float = 0.5
+    kd_temperature: float = 1.0
+    kd_top_k: int = 0
+    anchor_weight: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
+        if self.loss not in ("ce", "kd", "kd+ce"):
+            problems.append(f"loss must be ce, kd or kd+ce, got {self.loss!r}")
+        if not 0 <= self.kd_alpha <= 1 or self.kd_temperature <= 0 or self.kd_top_k < 0 or self.anchor_weight < 0:
+            problems.append("need 0 <= kd_alpha <= 1, kd_temperature > 0, kd_top_k >= 0, anchor_weight >= 0")
         if self.lr <= 0:
             problems.append(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:
@@ -120,6 +136,42 @@ def set_trainable(model: Any, layer_positions: Sequence[int], train_lm_head: boo
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+class _Hidden:
+    """Outputs of matching anchor layers in the student and the teacher, for one forward each."""
+
+    def __init__(self) -> None:
+        self.student: dict[int, torch.Tensor] = {}
+        self.teacher: dict[int, torch.Tensor] = {}
+        self.order: list[tuple[int, int]] = []
+
+    def pairs(self):
+        return [(self.student[s], self.teacher[t]) for s, t in self.order if s in self.student and t in self.teacher]
+
+
+@contextlib.contextmanager
+def _capture(model: Any, teacher: Any, anchor_pairs: Sequence[tuple[int, int]], config: HealConfig):
+    store = _Hidden()
+    if not (config.anchor_weight and teacher is not None and anchor_pairs):
+        yield store
+        return
+    store.order = list(anchor_pairs)
+    first = lambda out: out[0] if isinstance(out, (tuple, list)) else out  # noqa: E731
+    student_layers = get_arch(model).layers
+    teacher_layers = get_arch(teacher).layers
+    handles = [
+        student_layers[s].register_forward_hook(lambda m, a, out, s=s: store.student.__setitem__(s, first(out)))
+        for s, _ in anchor_pairs
+    ] + [
+        teacher_layers[t].register_forward_hook(lambda m, a, out, t=t: store.teacher.__setitem__(t, first(out)))
+        for _, t in anchor_pairs
+    ]
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / max(1, warmup)
@@ -158,6 +210,8 @@ def heal(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    teacher: Any | None = None,
+    anchor_pairs: Sequence[tuple[int, int]] = (),
 ) -> HealResult:
     """Train the given decoder layers of ``model`` in place on ``samples``.
 
@@ -170,6 +224,8 @@ def heal(
         checkpoint_dir: where resumable state goes (needed for save_every, interruption, resume).
         resume: continue from checkpoint_dir/latest if present.
         progress: show a progress bar.
+        teacher: the dense model, for ``loss`` "kd"/"kd+ce" and ``anchor_weight``; never trained.
+        anchor_pairs: (position in model, position in teacher) of each frozen anchor layer.
 
     Raises:
         HealInterrupted: on SIGTERM / Ctrl-C, after saving the state.
@@ -204,6 +260,8 @@ def heal(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, steps_total, warmup))
     model, optimizer = accelerator.prepare(model, optimizer)
+    if teacher is not None:
+        teacher.requires_grad_(False).eval().to(accelerator.device)
 
     result = HealResult(steps=steps_total, samples=len(order), skipped_samples=0, trainable_parameters=trainable)
     start_step = 0
@@ -268,11 +326,15 @@ def heal(
                     batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                     labels = batch.pop("labels")
                     sync = accelerator.no_sync(model) if micro < len(micro_batches) - 1 else contextlib.nullcontext()
-                    with sync, accelerator.autocast():
-                        logits = model(**batch).logits[:, :-1].float()
-                        loss_sum = torch.nn.functional.cross_entropy(
-                            logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-                        )
+                    with sync, accelerator.autocast(), _capture(accelerator.unwrap_model(model), teacher, anchor_pairs, config) as hidden:
+                        logits = model(**batch).logits[:, :-1]
+                        teacher_logits = None
+                        if teacher is not None and (config.loss != "ce" or config.anchor_weight):
+                            with torch.no_grad():
+                                teacher_logits = teacher(**batch).logits[:, :-1]
+                        loss_sum = objective(config.loss, logits, labels[:, 1:], teacher_logits, config.kd_alpha, config.kd_temperature, config.kd_top_k)
+                        for student_h, teacher_h in hidden.pairs():
+                            loss_sum = loss_sum + config.anchor_weight * hidden_mse_sum(student_h[:, :-1], teacher_h[:, :-1], labels[:, 1:])
                         if not torch.isfinite(loss_sum):
                             raise NonFiniteLossError(
                                 f"loss became {loss_sum.item()} at healing step {step + 1}/{steps_total}; "

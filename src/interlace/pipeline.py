@@ -7,6 +7,7 @@ renamed to ``<out>``, so a directory named ``<out>`` is always complete and load
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 import shutil
@@ -296,6 +297,9 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
             log(f"  {line}")
         log(f"  drop {plan.dropped}, finetune {plan.finetuned}, anchors {plan.anchors}")
 
+    teacher = None
+    if config.do_heal and (heal_config.loss != "ce" or heal_config.anchor_weight):
+        teacher = copy.deepcopy(model)  # the dense weights before the cut: no extra download
     with stage("cut"):
         if get_method(config.method).kind == "sparsity":
             surgery = {"sparsity": apply_sparsity(config.method, model, processor, calib)}
@@ -308,7 +312,12 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
             train_stream = sources.iter_samples(config.data, "train", train_sample_count(config), seed=config.seed)
             train = list(train_stream)
             data_stats["train"] = train_stream.stats.to_json()
-            heal_result = heal(model, processor, train, plan.finetuned_after_cut, heal_config, checkpoint_dir=work / "heal", resume=config.resume)
+            anchors = [(plan.kept.index(a), a) for a in plan.anchors]
+            heal_result = heal(
+                model, processor, train, plan.finetuned_after_cut, heal_config, checkpoint_dir=work / "heal",
+                resume=config.resume, teacher=teacher, anchor_pairs=anchors,
+            )
+            del teacher
 
     pruned = None
     if suite:
