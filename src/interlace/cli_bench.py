@@ -1,0 +1,102 @@
+"""`interlace bench A [B]`: TTFT, decode tokens/s and memory, dense vs pruned, beside the FLOP bound.
+
+Wired into the main app by ``register(app)`` (see ``interlace.cli``); the work is done by
+``interlace.bench.benchmark``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from interlace.console import console, fail
+
+
+def comparison_table(comparison) -> Table:
+    """The rich table printed by `interlace bench` (one column per model, then B vs A and the bound)."""
+    a, b = comparison.a, comparison.b
+    table = Table(title=f"interlace bench: {a.prompt_tokens} prompt tokens ({a.image_tokens} image), "
+                        f"{a.new_tokens} new")
+    table.add_column("")
+    table.add_column(a.name, justify="right")
+    if b is not None:
+        for column in (b.name, f"{b.name} vs {a.name}", "FLOP bound"):
+            table.add_column(column, justify="right")
+
+    def row(label: str, value, fmt: str, speedup=None, bound=None) -> None:
+        cells = [fmt.format(value(r)) if value(r) is not None else "n/a" for r in (a, b) if r is not None]
+        if b is not None:
+            cells += [f"{speedup:.3f}x" if speedup else "", f"{bound:.3f}x" if bound else ""]
+        table.add_row(label, *cells)
+
+    row("decoder layers", lambda r: r.num_layers, "{}")
+    c = comparison
+    row("TTFT / prefill (ms)", lambda r: r.ttft_s * 1e3, "{:.1f}", c.prefill_speedup, c.prefill_flop_bound)
+    row("decode (tokens/s)", lambda r: r.decode_tokens_per_s, "{:.1f}", c.decode_speedup, c.decode_flop_bound)
+    row("prefill GFLOPs", lambda r: r.prefill_flops / 1e9, "{:.2f}")
+    row("decode GFLOPs / token", lambda r: r.decode_flops_per_token / 1e9, "{:.3f}")
+    row("run memory (MiB)", lambda r: None if r.run_memory_bytes is None else r.run_memory_bytes / 2**20, "{:.1f}")
+    row("weights (MiB)", lambda r: r.weights_bytes / 2**20, "{:.1f}")
+    return table
+
+
+def bench(
+    model_a: Annotated[str, typer.Argument(help="Reference (dense) checkpoint directory, Hub id, or 'embedded'.")],
+    model_b: Annotated[Optional[str], typer.Argument(
+        help="Model to compare (pruned); omit to measure A alone.")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    prompt_tokens: Annotated[Optional[int], typer.Option(
+        help="Text tokens in the prompt, image tokens on top (default 512; --fast 128).")] = None,
+    image_size: Annotated[str, typer.Option(
+        help="Synthetic image HxW, 'none', or 'auto' (448x448 for vision-language models, none otherwise).")] = "auto",
+    new_tokens: Annotated[Optional[int], typer.Option(help="Tokens generated per run (default 32; --fast 8).")] = None,
+    repeats: Annotated[Optional[int], typer.Option(help="Measured runs per model (default 5; --fast 2).")] = None,
+    warmup: Annotated[int, typer.Option(help="Unmeasured rounds first.")] = 1,
+    threads: Annotated[int, typer.Option(
+        "--threads", help="torch CPU threads while measuring (0: torch's default).")] = 1,
+    fast: Annotated[bool, typer.Option("--fast", help="Few short runs: a rough speedup in seconds.")] = False,
+    dtype: Annotated[str, typer.Option(help="Weights dtype: float32, bfloat16 or float16.")] = "float32",
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ...; default cuda when available.")] = None,
+) -> None:
+    """Time prefill (TTFT) and decode of A and B alternately, and compare with the FLOP bound."""
+    import torch
+
+    from interlace.bench import BenchSettings, benchmark, parse_image_size
+    from interlace.loading import ModelNotFoundError, load_model
+
+    if dtype not in ("float32", "bfloat16", "float16"):
+        fail(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    try:
+        size = parse_image_size(image_size)
+        base = BenchSettings.fast() if fast else BenchSettings()
+        overrides = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "repeats": repeats}
+        settings = BenchSettings(**{**vars(base), "warmup": warmup, "threads": threads, "image_size": size,
+                                    **{k: v for k, v in overrides.items() if v is not None}})
+    except ValueError as error:
+        message = str(error)
+        for name in ("prompt_tokens", "new_tokens", "repeats", "warmup", "threads", "image_size"):
+            message = message.replace(f"{name} must", f"--{name.replace('_', '-')} must")  # the user's flag spelling
+        fail(message)
+    try:
+        loaded_a, processor = load_model(model_a, getattr(torch, dtype), device)
+        loaded_b = load_model(model_b, getattr(torch, dtype), device)[0] if model_b else None
+    except ModelNotFoundError as error:
+        fail(str(error))
+    try:
+        names = tuple(Path(m).name or m for m in (model_a, model_b or "B"))
+        comparison = benchmark(loaded_a, loaded_b, processor, settings, names=names)
+    except ValueError as error:
+        fail(str(error))
+    console.print(comparison_table(comparison))
+    console.print(f"[dim]{settings.repeats} alternating runs each: times are medians, speedups the median of "
+                  f"per-round ratios. Memory: {comparison.memory_method}[/]", highlight=False, soft_wrap=True)
+    if json_path:
+        comparison.save(json_path)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `bench` command to ``app``."""
+    app.command("bench")(bench)
