@@ -60,3 +60,17 @@ def test_kd_with_anchor_loss_heals_the_embedded_model():
     assert all(not p.requires_grad for p in teacher.parameters())
     with pytest.raises(ValueError, match="loss must be"):
         HealConfig(loss="mse")
+
+
+def test_lora_healing_merges_into_a_plain_model():
+    model, processor = load_model(None)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    samples = vqa.load_split("calib", 8)[:16]
+    config = HealConfig(lr=1e-2, batch_size=8, micro_batch_size=8, method="lora", lora_rank=4)
+    result = heal(model, processor, samples, [3, 7], config, progress=False)
+    after = dict(model.named_parameters())
+    assert set(after) == set(before), "adapters must be merged away"
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and all(".layers.3." in n or ".layers.7." in n for n in changed)
+    assert all("proj" in n for n in changed)  # only linear weights of the chosen layers moved
+    assert result.trainable_parameters < sum(before[n].numel() for n in before if ".layers.3." in n)

@@ -153,6 +153,8 @@ def prune(
     loss: Annotated[Optional[str], typer.Option("--heal-loss", help="ce (the paper), kd (distil the dense model) or kd+ce.")] = None,
     kd_temperature: Annotated[Optional[float], typer.Option(help="Distillation temperature.")] = None,
     anchor_weight: Annotated[Optional[float], typer.Option(help="Weight of the anchors' hidden-state loss (kd only).")] = None,
+    method_heal: Annotated[Optional[str], typer.Option("--heal-method", help="full (the paper) or lora (peft adapters, merged before saving).")] = None,
+    lora_rank: Annotated[Optional[int], typer.Option(help="LoRA rank for --heal-method lora.")] = None,
     do_heal: Annotated[bool, typer.Option("--heal/--no-heal", help="Heal the survivor layers.")] = True,
     train_lm_head: Annotated[bool, typer.Option(help="Also train the lm_head (the paper freezes it).")] = False,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for activation memory.")] = False,

@@ -17,6 +17,8 @@ from interlace.pipeline import EMBEDDED_HEAL, ConfigError, PruneConfig
 
 PRUNE_KEYS = {f.name for f in dataclasses.fields(PruneConfig)} - {"heal"}
 HEAL_KEYS = {f.name for f in dataclasses.fields(HealConfig)}
+# CLI parameters that set a healing field of another name (HealConfig.method vs the selection --method)
+FLAG_TO_HEAL = {"method_heal": "method"}
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -54,7 +56,12 @@ def resolve_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> 
     prune = {k: v for k, v in file_values.items() if k != "heal"}
     heal = dict(file_values.get("heal") or {})
     for key, value in flag_values.items():
-        (heal if key in HEAL_KEYS and key not in PRUNE_KEYS else prune)[key] = value
+        if key in FLAG_TO_HEAL:
+            heal[FLAG_TO_HEAL[key]] = value
+        elif key in HEAL_KEYS and key not in PRUNE_KEYS:
+            heal[key] = value
+        else:
+            prune[key] = value
     embedded = prune.get("model") in (None, "embedded")
     heal_values = {**(EMBEDDED_HEAL if embedded else {}), "seed": prune.get("seed", 0), **heal}
     if heal_values.get("micro_batch_size", 0) > heal_values.get("batch_size", 32) and "micro_batch_size" not in heal:

@@ -55,6 +55,11 @@ class HealConfig:
         kd_top_k: KL over the teacher's top-k tokens only (0: full vocabulary).
         anchor_weight: weight of the MSE between the anchors' outputs and the dense model's (the
             anchors are frozen, so their dense outputs are natural targets); 0 disables it.
+        method: "full" trains every parameter of the chosen layers (the paper); "lora" trains
+            low-rank adapters on their linear layers (peft) and merges them before returning,
+            so the result is still a plain checkpoint.
+        lora_rank: LoRA rank r.
+        lora_alpha: LoRA scaling alpha.
     """
 
     lr: float = 1e-5
@@ -75,9 +80,14 @@ class HealConfig:
     kd_temperature: float = 1.0
     kd_top_k: int = 0
     anchor_weight: float = 0.0
+    method: str = "full"
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
 
     def __post_init__(self) -> None:
         problems = []
+        if self.method not in ("full", "lora") or self.lora_rank < 1:
+            problems.append(f"method must be full or lora with lora_rank >= 1, got {self.method!r}, {self.lora_rank}")
         if self.loss not in ("ce", "kd", "kd+ce"):
             problems.append(f"loss must be ce, kd or kd+ce, got {self.loss!r}")
         if not 0 <= self.kd_alpha <= 1 or self.kd_temperature <= 0 or self.kd_top_k < 0 or self.anchor_weight < 0:
@@ -134,6 +144,24 @@ def set_trainable(model: Any, layer_positions: Sequence[int], train_lm_head: boo
     if train_lm_head:
         model.get_output_embeddings().requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _with_lora(model: Any, layer_positions: Sequence[int], config: HealConfig) -> Any:
+    """Wrap ``model`` with LoRA adapters on every linear layer of the chosen decoder layers."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ImportError("--heal-method lora needs peft: pip install 'interlace[peft]'") from None
+    arch = get_arch(model)
+    targets = [
+        f"{arch.layers_path}.{i}.{name}"
+        for i in layer_positions
+        for name, module in arch.layers[i].named_modules()
+        if isinstance(module, torch.nn.Linear)
+    ]
+    model.requires_grad_(False)
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=targets)
+    return get_peft_model(model, lora)
 
 
 class _Hidden:
@@ -236,6 +264,10 @@ def heal(
 
     started = time.perf_counter()
     trainable = set_trainable(model, layer_positions, config.train_lm_head)
+    base_model = model
+    if config.method == "lora":
+        model = _with_lora(model, layer_positions, config)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     precision = config.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -326,7 +358,7 @@ def heal(
                     batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                     labels = batch.pop("labels")
                     sync = accelerator.no_sync(model) if micro < len(micro_batches) - 1 else contextlib.nullcontext()
-                    with sync, accelerator.autocast(), _capture(accelerator.unwrap_model(model), teacher, anchor_pairs, config) as hidden:
+                    with sync, accelerator.autocast(), _capture(base_model, teacher, anchor_pairs, config) as hidden:
                         logits = model(**batch).logits[:, :-1]
                         teacher_logits = None
                         if teacher is not None and (config.loss != "ce" or config.anchor_weight):
@@ -365,7 +397,9 @@ def heal(
             signal.signal(sig, handler)
         if config.gradient_checkpointing:
             accelerator.unwrap_model(model).gradient_checkpointing_disable()
-    accelerator.unwrap_model(model).requires_grad_(False)
-    accelerator.unwrap_model(model).eval()
+    if config.method == "lora":
+        accelerator.unwrap_model(model).merge_and_unload()  # writes W + BA into base_model's own modules
+    base_model.requires_grad_(False)
+    base_model.eval()
     result.wall_seconds = round(time.perf_counter() - started, 2)
     return result
