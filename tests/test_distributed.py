@@ -1,0 +1,26 @@
+"""Healing under `accelerate launch --num_processes 2` (gloo on CPU) follows the one-process run:
+same global batch, same loss curve and weights within float tolerance (issue 6)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parent / "scripts" / "heal_run.py"
+
+
+@pytest.mark.slow
+def test_two_process_heal_matches_one_process(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "one.json"), "8"], capture_output=True, text=True, env=env, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    two = subprocess.run([*launch, str(SCRIPT), str(tmp_path / "two.json"), "4"], capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert len(a["losses"]) == len(b["losses"]) == 3
+    assert a["losses"] == pytest.approx(b["losses"], rel=1e-5)
+    assert a["checksum"] == pytest.approx(b["checksum"], rel=1e-6)
