@@ -98,6 +98,25 @@ def _run_prune(config) -> "PruneReport":  # noqa: F821
         fail(str(error).splitlines()[0], code=1)
 
 
+def _search_ratio(config, target_retention: float | None, target_speedup: float | None) -> float:
+    from interlace.sweep import Session, search_ratio
+
+    if target_retention is not None and target_speedup is not None:
+        fail("give only one of --target-retention and --target-speedup")
+    if target_retention is not None and not 0 < target_retention <= 1:
+        fail(f"--target-retention must be in (0, 1], got {target_retention}")
+    if target_speedup is not None and target_speedup <= 1:
+        fail(f"--target-speedup must be > 1, got {target_speedup}")
+    console.print("[bold]searching the ratio...[/]")
+    session = Session(config.model, config.data, config.heal, config.seed, config.calib_samples, config.train_samples, config.method, log=_stage_log)
+    try:
+        ratio, _ = search_ratio(session, target_retention, target_speedup)
+    except ValueError as error:
+        fail(str(error))
+    console.print(f"  chosen ratio {ratio}")
+    return ratio
+
+
 def _summary_table(report) -> Table:
     table = Table(title="interlace: before / after")
     table.add_column("")
@@ -164,6 +183,8 @@ def prune(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from <out>.work.")] = False,
     push_to_hub: Annotated[Optional[str], typer.Option(help="Upload the verified result to this Hub repo (private).")] = None,
+    target_retention: Annotated[Optional[float], typer.Option(help="Pick the largest ratio whose healed model keeps this retention (validation split).")] = None,
+    target_speedup: Annotated[Optional[float], typer.Option(help="Pick the smallest ratio whose FLOP-bound prefill speedup reaches this.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (flags override it).")] = None,
     json_path: JsonOpt = None,
     threads: ThreadsOpt = 0,
@@ -175,7 +196,7 @@ def prune(
     from interlace.pipeline import ConfigError
 
     _threads(threads)
-    skip = {"ctx", "config", "json_path", "threads"}
+    skip = {"ctx", "config", "json_path", "threads", "target_retention", "target_speedup"}
     typed = {
         name: value
         for name, value in ctx.params.items()
@@ -187,6 +208,8 @@ def prune(
         run_config = resolve_config(file_values, {**defaults, **typed})
     except ConfigError as error:
         fail(str(error))
+    if target_retention is not None or target_speedup is not None:
+        run_config.ratio = _search_ratio(run_config, target_retention, target_speedup)
     report = _run_prune(run_config)
     console.print(_summary_table(report))
     console.print(f"saved and verified: {report.out}")
@@ -228,6 +251,44 @@ def compare(
     )
     report = run_compare(config, log=_stage_log)
     console.print((out / "compare.md").read_text())
+    if json_path:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+@app.command()
+def sweep(
+    model: ModelArg = None,
+    ratios: Annotated[str, typer.Option(help="Comma list of ratios to try.")] = "0.1,0.15,0.2,0.25,0.3,0.35",
+    method: Annotated[str, typer.Option(help="Selection method.")] = "interlace",
+    data: Annotated[str, typer.Option(help="Calibration/healing data spec.")] = "embedded",
+    out: Annotated[Path, typer.Option("--out", help="Directory for sweep.json and the two curves.")] = Path("runs/sweep"),
+    calib_samples: Annotated[int, typer.Option(help="Calibration samples (scored once).")] = 384,
+    train_samples: Annotated[Optional[int], typer.Option(help="Healing samples per ratio.")] = None,
+    eval_samples_per_task: Annotated[int, typer.Option(help="Held-out questions per task.")] = 500,
+    bench: Annotated[bool, typer.Option("--bench/--no-bench", help="Measure prefill speedups (else the FLOP bound).")] = True,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    json_path: JsonOpt = None,
+    threads: ThreadsOpt = 1,
+) -> None:
+    """Prune, heal and evaluate at several ratios from one calibration; draw the curves."""
+    from interlace.sweep import Session, sweep as run_sweep
+
+    _threads(threads)
+    try:
+        values = [float(r) for r in ratios.split(",") if r.strip()]
+    except ValueError:
+        fail(f"--ratios must be a comma list of numbers, got {ratios!r}")
+    if not values or not all(0 < r < 1 for r in values):
+        fail(f"--ratios must be between 0 and 1 (exclusive), got {ratios!r}")
+    session = Session(model, data, None, seed, calib_samples, train_samples, method, log=_stage_log)
+    report = run_sweep(session, values, eval_samples_per_task, out, bench=bench)
+    table = Table(title=f"sweep: {method}")
+    for column in ("ratio", "layers removed", "retention", "speedup", "FLOP bound"):
+        table.add_column(column, justify="right")
+    for probe in report["probes"]:
+        speed = f"{probe['speedup']:.3f}" if probe["speedup"] else "-"
+        table.add_row(f"{probe['ratio']:.3f}", str(probe["layers_removed"]), f"{probe['retention']:.3f}", speed, f"{probe['flop_bound']:.3f}")
+    console.print(table)
     if json_path:
         json_path.write_text(json.dumps(report, indent=2) + "\n")
 

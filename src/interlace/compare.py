@@ -81,9 +81,8 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
     from interlace.evaluate import evaluate
     from interlace.heal import heal
     from interlace.loading import load_model
-    from interlace.methods import apply_sparsity, get_method, required_ks, select_layers
+    from interlace.methods import get_method, required_ks, select_layers
     from interlace.pipeline import EMBEDDED_HEAL, train_sample_count
-    from interlace.surgery import remove_layers
 
     embedded = config.model in (None, "embedded")
     heal_config = config.heal or HealConfig(**(EMBEDDED_HEAL if embedded else {}), seed=config.seed)
@@ -119,14 +118,9 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
         if base not in plans:  # SLEB's plan is expensive: share it between sleb and sleb-ft
             plans[base] = select_layers(base, scores, config.ratio, protected=arch.protected, seed=config.seed, model=dense_model, processor=processor, calib=calib)
         plan = plans[base]
-        model = copy.deepcopy(dense_model)
-        if method.kind == "sparsity":
-            apply_sparsity(base, model, processor, calib)
-        else:
-            remove_layers(model, plan.dropped)
-            if healed and plan.finetuned:
-                log(f"{name}: healing layers {plan.finetuned}")
-                heal(model, processor, train, plan.finetuned_after_cut, heal_config)
+        if healed and plan.finetuned:
+            log(f"{name}: healing layers {plan.finetuned}")
+        model = apply_plan(dense_model, processor, plan, train if healed else None, heal_config, calib)
         result = evaluate(model, processor, test, description=name).to_json()
         removed = len(plan.dropped)
         if removed not in speedups or method.kind == "sparsity":
@@ -160,6 +154,22 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
     (out / "compare.md").write_text(markdown_table(report))
     plot_comparison(report, out / "compare.png")
     return report
+
+
+def apply_plan(dense_model: Any, processor: Any, plan: Any, train: list | None, heal_config: HealConfig, calib: list) -> Any:
+    """A pruned copy of ``dense_model``: cut (or sparsified) by ``plan``, healed when ``train`` is given."""
+    from interlace.heal import heal
+    from interlace.methods import apply_sparsity, get_method
+    from interlace.surgery import remove_layers
+
+    model = copy.deepcopy(dense_model)
+    if get_method(plan.method).kind == "sparsity":
+        apply_sparsity(plan.method, model, processor, calib)
+        return model
+    remove_layers(model, plan.dropped)
+    if train and plan.finetuned:
+        heal(model, processor, train, plan.finetuned_after_cut, heal_config)
+    return model
 
 
 def _speedup(dense: Any, pruned: Any, processor: Any, enabled: bool) -> float | None:

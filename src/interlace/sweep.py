@@ -1,0 +1,183 @@
+"""Ratio sweeps and budget search on one calibration.
+
+``sweep`` runs the pipeline (select, cut, heal, evaluate, time) at several ratios from one set
+of scores and draws retention-vs-ratio and speedup-vs-ratio. ``search_ratio`` finds the largest
+ratio whose healed model keeps a target retention on a validation split (the suite's calibration
+questions, never the held-out test), or the smallest whose FLOP-bound prefill speedup reaches a
+target, so `interlace prune --target-retention / --target-speedup` can pick the ratio itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interlace.heal import HealConfig
+
+
+@dataclass
+class Probe:
+    ratio: float
+    layers_removed: int
+    retention: float | None = None
+    overall: float | None = None
+    speedup: float | None = None
+    flop_bound: float | None = None
+    dropped: list[int] = field(default_factory=list)
+
+
+def ratio_for(k: int, num_layers: int) -> float:
+    """The ratio whose floor(ratio * L) is exactly k (midway, so float error cannot round it off)."""
+    return round((k + 0.5) / num_layers, 4)
+
+
+class Session:
+    """A dense model with its scores, data and dense accuracy, reused by every probe."""
+
+    def __init__(self, model: str | None, data: str, heal_config: HealConfig | None, seed: int, calib_samples: int, train_samples: int | None, method: str, log=print):
+        import torch
+
+        from interlace.analyze import compute_scores
+        from interlace.arch import get_arch
+        from interlace.data import sources
+        from interlace.loading import load_model
+        from interlace.pipeline import EMBEDDED_HEAL, PruneConfig, train_sample_count
+
+        self.log, self.method, self.seed = log, method, seed
+        self.model, self.processor = load_model(model, dtype=torch.float32)
+        self.num_layers = len(get_arch(self.model).layers)
+        embedded = model in (None, "embedded")
+        self.heal_config = heal_config or HealConfig(**(EMBEDDED_HEAL if embedded else {}), seed=seed)
+        self.calib = sources.load_samples(data, "calib", calib_samples, seed=seed)
+        count = train_sample_count(PruneConfig(data=data, train_samples=train_samples))
+        self.train = sources.load_samples(data, "train", count, seed=seed)
+        self.scores = compute_scores(self.model, self.processor, self.calib, progress=False)
+        self._dense: dict[str, float] = {}
+        self._plans: dict[int, Any] = {}
+
+    def plan(self, k: int) -> Any:
+        from interlace.methods import select_layers
+
+        ratio = ratio_for(k, self.num_layers)
+        if k not in self._plans:
+            self._plans[k] = select_layers(self.method, self.scores, ratio, seed=self.seed, model=self.model, processor=self.processor, calib=self.calib)
+        return self._plans[k]
+
+    def max_feasible(self) -> int:
+        """The largest K the method's rules can select (greedy triplets may run out before L/2)."""
+        from interlace.select import SelectionError
+
+        for k in range((self.num_layers - 1) // 2, 0, -1):
+            try:
+                self.plan(k)
+                return k
+            except SelectionError:
+                continue
+        raise ValueError(f"{self.method} cannot drop any of {self.num_layers} layers")
+
+    def flop_bound(self, k: int) -> float:
+        """Prefill FLOPs of the dense model over those of the model cut by the k-layer plan."""
+        import copy
+
+        from interlace.arch import cut_config
+        from interlace.bench import BenchSettings, build_inputs, forward_flops
+
+        settings = BenchSettings()
+        _, counts = build_inputs(self.model.config, self.processor, settings)
+        pruned = copy.deepcopy(self.model.config)
+        cut_config(pruned, self.plan(k).kept)
+        return forward_flops(self.model.config, counts, settings.new_tokens)[0] / forward_flops(pruned, counts, settings.new_tokens)[0]
+
+    def accuracy(self, model: Any, samples: list[dict], key: str | None = None) -> float:
+        from interlace.evaluate import evaluate
+
+        if key and key in self._dense:
+            return self._dense[key]
+        value = evaluate(model, self.processor, samples, progress=False).overall
+        if key:
+            self._dense[key] = value
+        return value
+
+    def probe(self, k: int, samples: list[dict], split: str, bench: bool = False) -> Probe:
+        from interlace.compare import _speedup, apply_plan
+
+        ratio = ratio_for(k, self.num_layers)
+        plan = self.plan(k)
+        pruned = apply_plan(self.model, self.processor, plan, self.train, self.heal_config, self.calib)
+        dense = self.accuracy(self.model, samples, key=split)
+        overall = self.accuracy(pruned, samples)
+        probe = Probe(ratio, k, round(overall / dense, 4), round(overall, 4), None, round(self.flop_bound(k), 4), plan.dropped)
+        if bench:
+            probe.speedup = _speedup(self.model, pruned, self.processor, True)
+        self.log(f"  ratio {ratio} ({k} layers): {split} retention {probe.retention:.3f}, FLOP bound {probe.flop_bound:.3f}x")
+        return probe
+
+
+def sweep(session: Session, ratios: list[float], n_per_task: int, out: Path, bench: bool = True) -> dict:
+    """Probe each ratio on the held-out test split; write sweep.json, retention.png, speedup.png."""
+    from interlace.data.vqa import load_split
+    from interlace.select import drop_budget
+
+    test = load_split("test", n_per_task)
+    ks = sorted({drop_budget(r, session.num_layers) for r in ratios})
+    probes = [session.probe(k, test, "test", bench=bench) for k in ks if k > 0]
+    report = {"num_layers": session.num_layers, "method": session.method, "probes": [p.__dict__ for p in probes]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps(report, indent=2) + "\n")
+    _plot(probes, "retention", "retention (pruned / dense)", out / "retention.png")
+    _plot(probes, "speedup" if bench else "flop_bound", "prefill speedup vs dense" if bench else "prefill FLOP bound", out / "speedup.png")
+    return report
+
+
+def search_ratio(session: Session, target_retention: float | None = None, target_speedup: float | None = None, n_per_task: int = 50) -> tuple[float, list[Probe]]:
+    """The ratio to prune at for a retention or speedup target.
+
+    Retention: binary search over K (retention falls with K) for the largest K whose healed model
+    keeps ``target_retention`` on the calibration questions. Speedup: the smallest K whose
+    FLOP-bound prefill speedup reaches ``target_speedup`` (measured speedups track the bound on
+    LM-dominated models; see docs/benchmarks.md).
+
+    Raises:
+        ValueError: no ratio meets the target.
+    """
+    if (target_retention is None) == (target_speedup is None):
+        raise ValueError("give exactly one of --target-retention and --target-speedup")
+    k_max = session.max_feasible()
+    if target_speedup is not None:
+        for k in range(1, k_max + 1):
+            if session.flop_bound(k) >= target_speedup:
+                return ratio_for(k, session.num_layers), []
+        raise ValueError(f"--target-speedup {target_speedup}: even {k_max} of {session.num_layers} layers give only {session.flop_bound(k_max):.3f}x")
+    from interlace.data.vqa import load_split
+
+    validation = load_split("calib", n_per_task)
+    low, high, best, probes = 1, k_max, None, []
+    while low <= high:
+        k = (low + high) // 2
+        probe = session.probe(k, validation, "validation")
+        probes.append(probe)
+        if probe.retention >= target_retention:
+            best, low = k, k + 1
+        else:
+            high = k - 1
+    if best is None:
+        raise ValueError(f"--target-retention {target_retention}: even 1 of {session.num_layers} layers removed keeps only {probes[-1].retention:.3f}")
+    return ratio_for(best, session.num_layers), probes
+
+
+def _plot(probes: list[Probe], key: str, label: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot([p.ratio for p in probes], [getattr(p, key) for p in probes], "o-")
+    ax.set_xlabel("ratio of decoder layers removed")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

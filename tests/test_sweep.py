@@ -1,0 +1,53 @@
+"""Ratio sweep and budget search on the embedded model (small budgets)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from interlace.heal import HealConfig
+from interlace.sweep import Session, ratio_for, search_ratio
+
+
+@pytest.fixture(scope="module")
+def session():
+    heal = HealConfig(lr=1e-3, batch_size=16, micro_batch_size=16)
+    return Session(None, "embedded", heal, seed=0, calib_samples=24, train_samples=32, method="interlace", log=lambda *_: None)
+
+
+def test_ratio_for_hits_exactly_k_layers():
+    from interlace.select import drop_budget
+
+    for layers in (12, 28, 36):
+        assert all(drop_budget(ratio_for(k, layers), layers) == k for k in range(1, layers // 2))
+
+
+def test_flop_bound_grows_with_k_and_speedup_search_takes_the_smallest_k(session):
+    bounds = [session.flop_bound(k) for k in range(1, session.max_feasible() + 1)]
+    assert all(b > 1 for b in bounds) and bounds == sorted(bounds)
+    ratio, _ = search_ratio(session, target_speedup=bounds[2] - 1e-6)
+    assert ratio == ratio_for(3, 12)
+    with pytest.raises(ValueError, match="target-speedup"):
+        search_ratio(session, target_speedup=10.0)
+
+
+def test_retention_search_is_a_binary_search_that_meets_its_target(session):
+    k_max = session.max_feasible()
+    ratio, probes = search_ratio(session, target_retention=0.0, n_per_task=5)
+    assert ratio == ratio_for(k_max, 12)  # any model meets retention 0: the largest budget wins
+    assert probes[-1].layers_removed == k_max and len(probes) <= k_max.bit_length()
+
+
+def test_sweep_cli_writes_json_and_two_curves(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "interlace", "sweep", "--ratios", "0.1,0.2", "--out", str(tmp_path / "s"), "--calib-samples", "24",
+         "--train-samples", "32", "--eval-samples-per-task", "5", "--no-bench", "--json", str(tmp_path / "s.json")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert [p["layers_removed"] for p in report["probes"]] == [1, 2]
+    assert all(0 <= p["retention"] and p["flop_bound"] > 1 for p in report["probes"])
+    for png in ("retention.png", "speedup.png"):
+        assert (tmp_path / "s" / png).read_bytes()[:4] == b"\x89PNG"
