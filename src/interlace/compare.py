@@ -168,7 +168,9 @@ def apply_plan(dense_model: Any, processor: Any, plan: Any, train: list | None, 
         return model
     remove_layers(model, plan.dropped)
     if train and plan.finetuned:
-        heal(model, processor, train, plan.finetuned_after_cut, heal_config)
+        # the untouched dense model is the teacher for distillation losses: no second copy needed
+        anchors = [(plan.kept.index(a), a) for a in plan.anchors]
+        heal(model, processor, train, plan.finetuned_after_cut, heal_config, teacher=dense_model, anchor_pairs=anchors)
     return model
 
 
