@@ -8,8 +8,8 @@ Two stages, as the feasibility runs in issue 2 suggested:
 2. the projector and the Qwen3 decoder learn the questions (vision frozen), loss on answer tokens.
 
 Training data is a fixed pool drawn from the suite's training stream (disjoint from calib/test),
-cached under --cache so a second run skips generation. Time budgets are in minutes: the step count
-is fixed from the measured speed of the first steps so the cosine schedule ends on time.
+cached under --cache so a second run skips generation. Step counts are fixed so that a run is
+reproducible whatever the machine's speed.
 """
 
 from __future__ import annotations
@@ -104,16 +104,10 @@ def cosine(step: int, total: int, warmup: int, floor: float = 0.05) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def timed_steps(minutes: float, step_fn, total_hint: int, warmup: int, optimizer, base_lrs, log_every=50, eval_fn=None, eval_every=0):
-    """Run step_fn(step) with a cosine schedule sized so the whole stage takes `minutes`."""
-    total = total_hint
+def run_steps(total: int, step_fn, warmup: int, optimizer, base_lrs, log_every=50, eval_fn=None, eval_every=0):
+    """Run step_fn(step) for a fixed number of steps under a cosine schedule with warmup."""
     t0 = time.time()
-    step = 0
-    while step < total:
-        if step == 30:  # measured speed fixes the schedule length
-            per_step = (time.time() - t0) / 30
-            total = max(31, int(minutes * 60 / per_step))
-            print(f"  {per_step * 1000:.0f} ms/step -> {total} steps", flush=True)
+    for step in range(total):
         factor = cosine(step, total, warmup)
         for group, lr in zip(optimizer.param_groups, base_lrs):
             group["lr"] = lr * factor
@@ -122,10 +116,9 @@ def timed_steps(minutes: float, step_fn, total_hint: int, warmup: int, optimizer
             print(f"  step {step}/{total} loss {loss:.4f} ({time.time() - t0:.0f}s)", flush=True)
         if eval_fn and eval_every and step and step % eval_every == 0:
             eval_fn()
-        step += 1
 
 
-def train_vision(model, pool, minutes: float, batch: int, lr: float, seed: int) -> float:
+def train_vision(model, pool, steps: int, batch: int, lr: float, seed: int) -> torch.nn.Module:
     tower = model.model.vision_tower
     hidden = tower.config.hidden_size
     head = torch.nn.Linear(hidden, 6 + 6 + 10)
@@ -150,7 +143,7 @@ def train_vision(model, pool, minutes: float, batch: int, lr: float, seed: int) 
         optimizer.step()
         return loss.item()
 
-    timed_steps(minutes, step_fn, 10**9, 50, optimizer, [lr])
+    run_steps(steps, step_fn, 50, optimizer, [lr])
     return head
 
 
@@ -213,14 +206,17 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(".cache/embedded"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=120_000)
-    parser.add_argument("--vision-minutes", type=float, default=3.0)
-    parser.add_argument("--vlm-minutes", type=float, default=40.0)
+    parser.add_argument("--vision-steps", type=int, default=1500)
+    parser.add_argument("--vlm-steps", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--init-from", type=Path, default=None, help="continue stage 2 from a saved model (skips stage 1)")
+    parser.add_argument("--task-weights", default=None, help="sampling weight per task, e.g. relation=3,count=2 (default 1 each)")
+    parser.add_argument("--warmup", type=int, default=200)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -232,22 +228,39 @@ def main() -> None:
     pool = build_pool(processor, args.samples, args.cache, args.seed)
     evals = test_pool(processor, 100, args.seed)
 
-    model = LlavaForConditionalGeneration(build_config(hidden_size=args.hidden, num_layers=args.layers))
+    if args.init_from:
+        model = LlavaForConditionalGeneration.from_pretrained(args.init_from, dtype=torch.float32)
+        previous = json.loads((args.init_from / "training_info.json").read_text())
+        vision = previous["vision_cell_accuracy"]
+        print(f"continuing from {args.init_from}", flush=True)
+    else:
+        previous = None
+        model = LlavaForConditionalGeneration(build_config(hidden_size=args.hidden, num_layers=args.layers))
+        print(f"stage 1: vision tower, {args.vision_steps} steps", flush=True)
+        head = train_vision(model, pool, args.vision_steps, 256, 3e-3, args.seed)
+        vision = vision_accuracy(model, head, processor, args.seed)
+        print("  vision cell accuracy (test scenes):", vision, flush=True)
     model.train()
-    print(f"stage 1: vision tower, {args.vision_minutes} min", flush=True)
-    head = train_vision(model, pool, args.vision_minutes, 256, 3e-3, args.seed)
-    vision = vision_accuracy(model, head, processor, args.seed)
-    print("  vision cell accuracy (test scenes):", vision, flush=True)
 
-    print(f"stage 2: projector + decoder, {args.vlm_minutes} min", flush=True)
+    print(f"stage 2: projector + decoder, {args.vlm_steps} steps", flush=True)
     model.model.vision_tower.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    gen = torch.Generator().manual_seed(args.seed + 1)
+    gen = torch.Generator().manual_seed(args.seed + 1 + (1000 if args.init_from else 0))
+    weights = {t: 1.0 for t in vqa.TASKS}
+    for part in (args.task_weights or "").split(","):
+        if part:
+            task, value = part.split("=")
+            weights[task] = float(value)
+    sample_weights = torch.tensor([weights[vqa.TASKS[t]] for t in pool["tasks"].tolist()])
+
     n = len(pool["images"])
 
     def step_fn(step):
-        idx = torch.randint(0, n, (args.batch,), generator=gen)
+        if args.task_weights:
+            idx = torch.multinomial(sample_weights, args.batch, replacement=True, generator=gen)
+        else:
+            idx = torch.randint(0, n, (args.batch,), generator=gen)
         loss = model(**lm_batch(pool, idx, pad)).loss
         optimizer.zero_grad()
         loss.backward()
@@ -255,8 +268,8 @@ def main() -> None:
         optimizer.step()
         return loss.item()
 
-    timed_steps(
-        args.vlm_minutes, step_fn, 10**9, 200, optimizer, [args.lr], log_every=100,
+    run_steps(
+        args.vlm_steps, step_fn, args.warmup, optimizer, [args.lr], log_every=100,
         eval_fn=lambda: print("  eval:", json.dumps({k: round(v, 3) for k, v in answer_accuracy(model, processor, evals).items()}), flush=True),
         eval_every=args.eval_every,
     )
@@ -268,8 +281,10 @@ def main() -> None:
     model.to(torch.float16).save_pretrained(args.out)
     processor.save_pretrained(args.out)
     info = {
-        "seed": args.seed, "samples": args.samples, "vision_minutes": args.vision_minutes,
-        "vlm_minutes": args.vlm_minutes, "batch": args.batch, "lr": args.lr, "threads": args.threads,
+        "continued_from": previous,
+        "task_weights": args.task_weights,
+        "seed": args.seed, "samples": args.samples, "vision_steps": args.vision_steps,
+        "vlm_steps": args.vlm_steps, "batch": args.batch, "lr": args.lr, "threads": args.threads,
         "vision_cell_accuracy": vision, "teacher_forced_accuracy": final,
         "wall_seconds": round(time.time() - started),
         "torch": torch.__version__,
