@@ -17,15 +17,8 @@ from transformers import LlamaConfig, Qwen3VLConfig
 from typer.testing import CliRunner
 
 from interlace import bench
-from interlace.bench import (
-    BenchSettings,
-    TokenCounts,
-    benchmark,
-    build_inputs,
-    causal_pairs,
-    decoder_flops,
-    vision_flops,
-)
+from interlace.bench import BenchSettings, benchmark, build_inputs
+from interlace.flops import TokenCounts, causal_pairs, decoder_flops, vision_flops
 from interlace.cli_bench import register
 from interlace.surgery import remove_layers
 from tiny_models import VOCAB, dense_model

@@ -10,11 +10,12 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from interlace import cli_surgery
+from interlace import cli_bench, cli_surgery
 from interlace.console import console, fail
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 cli_surgery.register(app)
+cli_bench.register(app)
 
 ModelArg = Annotated[
     Optional[str], typer.Argument(help="Checkpoint directory or Hub id; omit for the embedded model.")

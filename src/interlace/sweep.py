@@ -82,7 +82,8 @@ class Session:
         import copy
 
         from interlace.arch import cut_config
-        from interlace.bench import BenchSettings, build_inputs, forward_flops
+        from interlace.bench import BenchSettings, build_inputs
+        from interlace.flops import forward_flops
 
         settings = BenchSettings()
         _, counts = build_inputs(self.model.config, self.processor, settings)
