@@ -8,8 +8,16 @@ PY := $(VENV)/bin/python
 # On a GPU machine, install your CUDA torch into the venv first (or set TORCH_SPEC) and it is kept.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.interlace-installed
+# lmms-eval lives in its own environment: it needs torchvision, and PyPI's torchvision only imports
+# beside the torch build it was made for, never beside the CPU torch wheel of $(VENV). This pair is
+# a CUDA build that also runs on CPU machines.
+LMMS_VENV ?= .venv-lmms
+LMMS_PY := $(LMMS_VENV)/bin/python
+LMMS_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+LMMS_SPEC ?= lmms-eval==0.7.3
+LMMS_STAMP := $(LMMS_VENV)/.interlace-lmms-installed
 
-.PHONY: setup demo test clean
+.PHONY: setup lmms-setup demo test clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -20,11 +28,22 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The torch pair goes in first and stays pinned, so lmms-eval's requirements cannot swap it out.
+$(LMMS_STAMP): pyproject.toml
+	@test -x $(LMMS_PY) || $(PYTHON) -m venv $(LMMS_VENV) || python3 -m venv $(LMMS_VENV)
+	$(LMMS_PY) -m pip install --quiet --upgrade pip
+	$(LMMS_PY) -m pip install --quiet $(LMMS_TORCH_SPEC)
+	$(LMMS_PY) -m pip install --quiet $(LMMS_TORCH_SPEC) "$(LMMS_SPEC)" -e .
+	@touch $(LMMS_STAMP)
+
+lmms-setup: $(LMMS_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/interlace demo
 
-test: $(STAMP)
+# The lmms-eval end-to-end test runs the real harness, so its environment is part of the test setup.
+test: $(STAMP) $(LMMS_STAMP)
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache
+	rm -rf $(VENV) $(LMMS_VENV) .cache .pytest_cache

@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 from interlace import bench
 from interlace.bench import BenchSettings, benchmark, build_inputs
 from interlace.flops import TokenCounts, causal_pairs, decoder_flops, vision_flops
-from interlace.cli_bench import register
 from interlace.surgery import remove_layers
 from tiny_models import VOCAB, dense_model
 
@@ -208,18 +207,6 @@ def test_fast_mode_defaults_to_an_image_for_vlms():
 
 
 # ------------------------------------------------------------------------------ CLI and scripts
-
-
-@pytest.fixture()
-def cli() -> typer.Typer:
-    app = typer.Typer(add_completion=False)
-
-    @app.callback()
-    def main() -> None:
-        """Test app."""
-
-    register(app)
-    return app
 
 
 def _save(model, path: Path) -> Path:

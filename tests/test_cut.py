@@ -11,7 +11,7 @@ import typer
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from interlace.cli_surgery import parse_drop, register
+from interlace.cli_surgery import parse_drop
 from interlace.cut import cut_checkpoint, rename_key
 from interlace.surgery import remove_layers
 from interlace.verify import verify
@@ -95,18 +95,6 @@ def test_cut_copies_side_files_and_never_leaves_partial_output(tmp_path):
 
 
 # ---------------------------------------------------------------- CLI
-
-
-@pytest.fixture()
-def cli() -> typer.Typer:
-    app = typer.Typer(add_completion=False)
-
-    @app.callback()
-    def main() -> None:
-        """Test app."""
-
-    register(app)
-    return app
 
 
 def test_archs_json(cli, tmp_path):

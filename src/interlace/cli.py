@@ -22,6 +22,11 @@ ModelArg = Annotated[
 ]
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="torch CPU threads (0: torch's default).")]
+DataOpt = Annotated[str, typer.Option(help="Calibration/healing data: embedded, a local JSONL/Parquet/imagefolder, a Hub dataset, or finevision.")]
+CalibOpt = Annotated[int, typer.Option(help="Calibration samples (scored once).")]
+TrainOpt = Annotated[Optional[int], typer.Option(help="Healing samples (one epoch); default: 2048 for the embedded suite, else all rows.")]
+EvalNOpt = Annotated[int, typer.Option(help="Held-out questions per task of the built-in suite.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed for data order and any randomness.")]
 
 
 def _threads(threads: int) -> None:
@@ -54,7 +59,7 @@ def main() -> None:
 def eval_command(
     model: ModelArg = None,
     json_path: JsonOpt = None,
-    n_per_task: Annotated[int, typer.Option(help="Held-out questions per task (1..1000).")] = 500,
+    n_per_task: EvalNOpt = 500,
     batch_size: Annotated[int, typer.Option(help="Prompts per generate call.")] = 64,
     threads: ThreadsOpt = 0,
 ) -> None:
@@ -163,9 +168,9 @@ def prune(
     out: Annotated[Path, typer.Option("--out", help="Output directory for the pruned checkpoint.")] = Path("runs/interlace"),
     ratio: Annotated[float, typer.Option(help="Share of decoder layers to remove (K = floor(ratio * L)).")] = 0.25,
     method: Annotated[str, typer.Option(help="Selection method; see `interlace methods`.")] = "interlace",
-    data: Annotated[str, typer.Option(help="Calibration/healing data: embedded, a local JSONL/Parquet/imagefolder, a Hub dataset, or finevision.")] = "embedded",
-    calib_samples: Annotated[int, typer.Option(help="Calibration samples.")] = 384,
-    train_samples: Annotated[Optional[int], typer.Option(help="Healing samples (one epoch); default: the data source's.")] = None,
+    data: DataOpt = "embedded",
+    calib_samples: CalibOpt = 384,
+    train_samples: TrainOpt = None,
     lr: Annotated[Optional[float], typer.Option(help="Healing learning rate (paper: 1e-5; embedded: 1e-3).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Effective healing batch (paper: 32).")] = None,
     micro_batch_size: Annotated[Optional[int], typer.Option(help="Samples per forward pass.")] = None,
@@ -179,7 +184,7 @@ def prune(
     train_lm_head: Annotated[bool, typer.Option(help="Also train the lm_head (the paper freezes it).")] = False,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for activation memory.")] = False,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate on the built-in suite before and after.")] = True,
-    seed: Annotated[int, typer.Option(help="Seed for data order and any randomness.")] = 0,
+    seed: SeedOpt = 0,
     dtype: Annotated[str, typer.Option(help="Weights dtype: float32 or bfloat16.")] = "float32",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from <out>.work.")] = False,
@@ -223,12 +228,12 @@ def compare(
     ratio: Annotated[float, typer.Option(help="Share of decoder layers to remove.")] = 0.25,
     methods: Annotated[str, typer.Option(help="'all' or a comma list; add -ft to heal a training-free baseline.")] = "all",
     out: Annotated[Path, typer.Option("--out", help="Directory for compare.md, compare.png, compare.json.")] = Path("runs/compare"),
-    data: Annotated[str, typer.Option(help="Calibration/healing data spec.")] = "embedded",
-    calib_samples: Annotated[int, typer.Option(help="Calibration samples.")] = 384,
-    train_samples: Annotated[Optional[int], typer.Option(help="Healing samples per healed method.")] = None,
-    eval_samples_per_task: Annotated[int, typer.Option(help="Held-out questions per task.")] = 500,
+    data: DataOpt = "embedded",
+    calib_samples: CalibOpt = 384,
+    train_samples: TrainOpt = None,
+    eval_samples_per_task: EvalNOpt = 500,
     bench: Annotated[bool, typer.Option("--bench/--no-bench", help="Measure prefill speedups.")] = True,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    seed: SeedOpt = 0,
     json_path: JsonOpt = None,
     threads: ThreadsOpt = 1,
 ) -> None:
@@ -261,13 +266,13 @@ def sweep(
     model: ModelArg = None,
     ratios: Annotated[str, typer.Option(help="Comma list of ratios to try.")] = "0.1,0.15,0.2,0.25,0.3,0.35",
     method: Annotated[str, typer.Option(help="Selection method.")] = "interlace",
-    data: Annotated[str, typer.Option(help="Calibration/healing data spec.")] = "embedded",
+    data: DataOpt = "embedded",
     out: Annotated[Path, typer.Option("--out", help="Directory for sweep.json and the two curves.")] = Path("runs/sweep"),
-    calib_samples: Annotated[int, typer.Option(help="Calibration samples (scored once).")] = 384,
-    train_samples: Annotated[Optional[int], typer.Option(help="Healing samples per ratio.")] = None,
-    eval_samples_per_task: Annotated[int, typer.Option(help="Held-out questions per task.")] = 500,
+    calib_samples: CalibOpt = 384,
+    train_samples: TrainOpt = None,
+    eval_samples_per_task: EvalNOpt = 500,
     bench: Annotated[bool, typer.Option("--bench/--no-bench", help="Measure prefill speedups (else the FLOP bound).")] = True,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    seed: SeedOpt = 0,
     json_path: JsonOpt = None,
     threads: ThreadsOpt = 1,
 ) -> None:

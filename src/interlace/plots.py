@@ -47,13 +47,19 @@ def plot_plan(plan: Plan, path: str | Path) -> None:
     plt.close(fig)
 
 
-def plot_curve(losses: list[float], path: str | Path, title: str = "healing loss") -> None:
+def plot_line(x: list[float], y: list[float], path: str | Path, xlabel: str, ylabel: str, title: str = "", marker: str = "") -> None:
+    """One line plot, saved as PNG."""
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(range(1, len(losses) + 1), losses, lw=1.2)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (answer tokens)")
-    ax.set_title(title)
+    ax.plot(x, y, marker or "-", lw=1.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_curve(losses: list[float], path: str | Path, title: str = "healing loss") -> None:
+    plot_line(list(range(1, len(losses) + 1)), losses, path, "optimizer step", "loss (answer tokens)", title)

@@ -169,16 +169,6 @@ def search_ratio(session: Session, target_retention: float | None = None, target
 
 
 def _plot(probes: list[Probe], key: str, label: str, path: Path) -> None:
-    import matplotlib
+    from interlace.plots import plot_line
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.plot([p.ratio for p in probes], [getattr(p, key) for p in probes], "o-")
-    ax.set_xlabel("ratio of decoder layers removed")
-    ax.set_ylabel(label)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_line([p.ratio for p in probes], [getattr(p, key) for p in probes], path, "ratio of decoder layers removed", label, marker="o-")
