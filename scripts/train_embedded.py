@@ -33,16 +33,21 @@ SHAPE_INDEX = {s: i + 1 for i, s in enumerate(vqa.SHAPES)}  # 0 empty, 5 digit
 
 
 def cell_labels(scene: vqa.Scene) -> np.ndarray:
-    """(16, 3) int labels per cell: colour class, shape class, digit value (-100 when no digit)."""
-    labels = np.zeros((len(scene), 3), dtype=np.int64)
+    """(16, 5) int labels per cell: colour, shape, digit value (-100 when no digit), row, column.
+
+    Row and column make every image token carry its own grid position, so the decoder can find
+    "the cell right of X" by matching positions instead of inferring them from token order.
+    """
+    labels = np.zeros((len(scene), 5), dtype=np.int64)
     labels[:, 2] = -100
+    labels[:, 3], labels[:, 4] = np.divmod(np.arange(len(scene)), vqa.GRID)
     for i, obj in enumerate(scene):
         if obj is None:
             continue
         if obj[0] == "shape":
-            labels[i] = (COLOUR_INDEX[obj[1]], SHAPE_INDEX[obj[2]], -100)
+            labels[i, :3] = (COLOUR_INDEX[obj[1]], SHAPE_INDEX[obj[2]], -100)
         else:
-            labels[i] = (5, 5, obj[1])
+            labels[i, :3] = (5, 5, obj[1])
     return labels
 
 
@@ -52,7 +57,7 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
 
 
 def build_pool(processor, n: int, cache: Path, seed: int) -> dict[str, torch.Tensor]:
-    path = cache / f"pool_seed{seed}_n{n}.pt"
+    path = cache / f"pool_v{vqa.SUITE_VERSION}_seed{seed}_n{n}.pt"
     if path.exists():
         return torch.load(path)
     cache.mkdir(parents=True, exist_ok=True)
@@ -121,7 +126,7 @@ def run_steps(total: int, step_fn, warmup: int, optimizer, base_lrs, log_every=5
 def train_vision(model, pool, steps: int, batch: int, lr: float, seed: int) -> torch.nn.Module:
     tower = model.model.vision_tower
     hidden = tower.config.hidden_size
-    head = torch.nn.Linear(hidden, 6 + 6 + 10)
+    head = torch.nn.Linear(hidden, 6 + 6 + 10 + 2 * vqa.GRID)
     params = list(tower.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
@@ -137,7 +142,9 @@ def train_vision(model, pool, steps: int, batch: int, lr: float, seed: int) -> t
         y = pool["cells"][idx]
         loss = F.cross_entropy(out[..., :6].flatten(0, 1), y[..., 0].flatten())
         loss = loss + F.cross_entropy(out[..., 6:12].flatten(0, 1), y[..., 1].flatten())
-        loss = loss + F.cross_entropy(out[..., 12:].flatten(0, 1), y[..., 2].flatten(), ignore_index=-100)
+        loss = loss + F.cross_entropy(out[..., 12:22].flatten(0, 1), y[..., 2].flatten(), ignore_index=-100)
+        loss = loss + F.cross_entropy(out[..., 22 : 22 + vqa.GRID].flatten(0, 1), y[..., 3].flatten())
+        loss = loss + F.cross_entropy(out[..., 22 + vqa.GRID :].flatten(0, 1), y[..., 4].flatten())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -158,8 +165,10 @@ def vision_accuracy(model, head, processor, seed: int) -> dict[str, float]:
     colour = (out[..., :6].argmax(-1) == y[..., 0]).float().mean().item()
     shape = (out[..., 6:12].argmax(-1) == y[..., 1]).float().mean().item()
     has_digit = y[..., 2] >= 0
-    digit = (out[..., 12:].argmax(-1)[has_digit] == y[..., 2][has_digit]).float().mean().item()
-    return {"colour": colour, "shape": shape, "digit": digit}
+    digit = (out[..., 12:22].argmax(-1)[has_digit] == y[..., 2][has_digit]).float().mean().item()
+    row = (out[..., 22 : 22 + vqa.GRID].argmax(-1) == y[..., 3]).float().mean().item()
+    col = (out[..., 22 + vqa.GRID :].argmax(-1) == y[..., 4]).float().mean().item()
+    return {"colour": colour, "shape": shape, "digit": digit, "row": row, "column": col}
 
 
 @torch.no_grad()

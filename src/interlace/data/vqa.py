@@ -35,6 +35,7 @@ SHAPES = ("square", "circle", "triangle", "cross")
 DIRECTIONS = {"left of": (0, -1), "right of": (0, 1), "above": (-1, 0), "below": (1, 0)}
 TASKS = ("count", "compare", "relation", "line_count", "digit_sum", "digit_max")
 SPLITS = ("train", "calib", "test")
+SUITE_VERSION = 2  # bump when generation changes, so cached training pools are rebuilt
 
 # Keys reserved for the held-out splits: the training stream never emits them, whatever size
 # of test or calibration set a caller asks for up to these bounds.
@@ -149,7 +150,7 @@ def _describe(obj: Obj) -> str:
 
 
 def _task_count(rng, digits) -> Item:
-    scene = _shape_scene(rng)
+    scene = _shape_scene(rng, 0.2, 0.6)
     colour, shape = _condition(rng)
     n = sum(_matches(obj, colour, shape) for obj in scene)
     return Item("count", tuple(scene), f"how many {_phrase(colour, shape)} are there ?", str(n))
