@@ -24,3 +24,16 @@ def test_two_process_heal_matches_one_process(tmp_path):
     assert len(a["losses"]) == len(b["losses"]) == 3
     assert a["losses"] == pytest.approx(b["losses"], rel=1e-5)
     assert a["checksum"] == pytest.approx(b["checksum"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_prune_under_accelerate_launch_writes_one_verified_checkpoint(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    args = ["-m", "interlace", "prune", "--no-eval", "--train-samples", "64", "--calib-samples", "24", "--batch-size", "16", "--micro-batch-size", "4", "--out", str(tmp_path / "out"), "--threads", "1"]
+    result = subprocess.run([*launch, *args], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stdout.count("saved and verified") == 1
+    manifest = json.loads((tmp_path / "out" / "interlace_manifest.json").read_text())
+    assert manifest["report"]["heal"]["steps"] == 4 and manifest["report"]["layers_after"] == 9
+    assert not (tmp_path / "out.work").exists() and not (tmp_path / "out.tmp").exists()

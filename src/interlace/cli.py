@@ -217,9 +217,12 @@ def prune(
     if target_retention is not None or target_speedup is not None:
         run_config.ratio = _search_ratio(run_config, target_retention, target_speedup)
     report = _run_prune(run_config)
-    console.print(_summary_table(report))
-    console.print(f"saved and verified: {report.out}")
-    _write_report_json(json_path, report)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # under `accelerate launch`, one process reports
+        console.print(_summary_table(report))
+        console.print(f"saved and verified: {report.out}")
+        _write_report_json(json_path, report)
 
 
 @app.command()

@@ -244,26 +244,33 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
     from interlace.loading import load_model
     from interlace.methods import apply_sparsity, get_method, required_ks, select_layers
     from interlace.plots import plot_curve, plot_plan
-    from interlace.select import Plan
+    from accelerate import PartialState
+
     from interlace.surgery import remove_layers
     from interlace.verify import VerificationError, verify
 
     validate(config)
+    # Under `accelerate launch` every process runs this function: all of them calibrate-load,
+    # cut and heal (healing is distributed); only the main process evaluates and writes.
+    state = PartialState()
+    main = state.is_main_process
     out, work, tmp = config.out, Path(f"{config.out}.work"), Path(f"{config.out}.tmp")
+    log = log if main else (lambda *_: None)
     stage = _Stages(log)
     dtype = getattr(torch, config.dtype)
     heal_config = config.heal or HealConfig(**(EMBEDDED_HEAL if _is_embedded(config) else {}), seed=config.seed)
 
     with stage("load"):
-        model, processor = load_model(config.model, dtype=dtype)
+        model, processor = load_model(config.model, dtype=dtype, device=str(state.device))
         arch = get_arch(model, deepstack=config.deepstack)
         layers_before = len(arch.layers)
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "config.json").write_text(json.dumps(_config_json(config, heal_config), indent=2))
+    if main:
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "config.json").write_text(json.dumps(_config_json(config, heal_config), indent=2))
 
     dense = None
     suite = config.evaluate and (_is_embedded(config) or config.data.startswith("embedded"))
-    if suite:
+    if suite and main:
         test = load_split("test", config.eval_samples_per_task)
         cached = work / "dense_eval.json"
         with stage("evaluate dense"):
@@ -278,21 +285,22 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
         calib_stream = sources.iter_samples(config.data, "calib", config.calib_samples, seed=config.seed)
         calib = list(calib_stream)
         data_stats = {"calib": calib_stream.stats.to_json()}
-        if config.resume and scores_path.exists():
-            scores = load_scores(scores_path)
-        else:
+        if main and not (config.resume and scores_path.exists()):
             ks = required_ks(config.method, config.ratio, layers_before)
             scores = compute_scores(
                 model, processor, calib, ks=ks, batch_size=config.calib_batch_size, with_answers=config.calib_with_answers
             )
             save_scores(scores, scores_path)
+        state.wait_for_everyone()
+        scores = load_scores(scores_path)  # every process selects from the same saved scores
 
     with stage("select"):
         plan = select_layers(
             config.method, scores, config.ratio, protected=arch.protected, use_final_state=config.use_final_state,
             seed=config.seed, model=model, processor=processor, calib=calib,
         )
-        (work / "plan.json").write_text(json.dumps(plan.to_json(), indent=2))
+        if main:
+            (work / "plan.json").write_text(json.dumps(plan.to_json(), indent=2))
         for line in plan.log:
             log(f"  {line}")
         log(f"  drop {plan.dropped}, finetune {plan.finetuned}, anchors {plan.anchors}")
@@ -320,9 +328,24 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
             del teacher
 
     pruned = None
-    if suite:
+    if suite and main:
         with stage("evaluate pruned"):
             pruned = evaluate(model, processor, test, description="pruned model").to_json()
+
+    report = PruneReport(
+        out=out,
+        layers_before=layers_before,
+        layers_after=len(get_arch(model).layers),
+        plan=plan.to_json(),
+        dense=dense,
+        pruned=pruned,
+        retention=round(pruned["overall"] / dense["overall"], 4) if dense and pruned and dense["overall"] else None,
+        heal=heal_result.to_json() if heal_result else None,
+        wall_seconds=stage.wall,
+    )
+    if not main:
+        state.wait_for_everyone()
+        return report
 
     with stage("save + verify"):
         shutil.rmtree(tmp, ignore_errors=True)
@@ -339,17 +362,6 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
         if heal_result:
             plot_curve(heal_result.losses, tmp / "heal_loss.png")
 
-    report = PruneReport(
-        out=out,
-        layers_before=layers_before,
-        layers_after=len(get_arch(model).layers),
-        plan=plan.to_json(),
-        dense=dense,
-        pruned=pruned,
-        retention=round(pruned["overall"] / dense["overall"], 4) if dense and pruned and dense["overall"] else None,
-        heal=heal_result.to_json() if heal_result else None,
-        wall_seconds=stage.wall,
-    )
     manifest = {
         "config": _config_json(config, heal_config),
         "report": report.to_json(),
@@ -371,6 +383,7 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
 
         with stage("push to hub"):
             log(f"  {push_to_hub(out, config.push_to_hub)}")
+    state.wait_for_everyone()
     return report
 
 
