@@ -15,6 +15,9 @@ LMMS_VENV ?= .venv-lmms
 LMMS_PY := $(LMMS_VENV)/bin/python
 LMMS_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 LMMS_SPEC ?= lmms-eval==0.7.3
+# What lmms-eval 0.7.3 needs but does not declare: filelock 3 (it patches filelock._api, gone in 4)
+# and decord (its llava_hf model class imports it at load).
+LMMS_FIXES ?= "filelock<4" decord
 LMMS_STAMP := $(LMMS_VENV)/.interlace-lmms-installed
 
 .PHONY: setup lmms-setup demo test clean
@@ -29,11 +32,11 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The torch pair goes in first and stays pinned, so lmms-eval's requirements cannot swap it out.
-$(LMMS_STAMP): pyproject.toml
+$(LMMS_STAMP): pyproject.toml Makefile
 	@test -x $(LMMS_PY) || $(PYTHON) -m venv $(LMMS_VENV) || python3 -m venv $(LMMS_VENV)
 	$(LMMS_PY) -m pip install --quiet --upgrade pip
 	$(LMMS_PY) -m pip install --quiet $(LMMS_TORCH_SPEC)
-	$(LMMS_PY) -m pip install --quiet $(LMMS_TORCH_SPEC) "$(LMMS_SPEC)" -e .
+	$(LMMS_PY) -m pip install --quiet $(LMMS_TORCH_SPEC) "$(LMMS_SPEC)" $(LMMS_FIXES) -e .
 	@touch $(LMMS_STAMP)
 
 lmms-setup: $(LMMS_STAMP)
