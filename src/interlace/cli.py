@@ -60,24 +60,68 @@ def eval_command(
     model: ModelArg = None,
     json_path: JsonOpt = None,
     n_per_task: EvalNOpt = 500,
-    batch_size: Annotated[int, typer.Option(help="Prompts per generate call.")] = 64,
+    batch_size: Annotated[Optional[int], typer.Option(help="Prompts per generate call (default: 64 builtin, 1 lmms-eval).")] = None,
     threads: ThreadsOpt = 0,
+    harness: Annotated[str, typer.Option(help="builtin: the held-out suite here; lmms-eval: run lmms-eval on a local checkpoint.")] = "builtin",
+    tasks: Annotated[Optional[str], typer.Option(help="lmms-eval tasks, comma-separated (default: interlace_vqa, the held-out suite exported for lmms-eval).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="lmms-eval: at most this many questions per task.")] = None,
+    lmms_python: Annotated[Optional[Path], typer.Option(help="Python with lmms-eval installed (default: .venv-lmms/bin/python if it exists, else this one).")] = None,
 ) -> None:
-    """Evaluate a model on the built-in held-out visual-QA suite (greedy, exact match)."""
+    """Evaluate a model on the built-in held-out visual-QA suite (greedy, exact match), or through lmms-eval."""
     from interlace.data import vqa
     from interlace.evaluate import evaluate
-    from interlace.loading import ModelNotFoundError, load_model
+    from interlace.loading import ModelNotFoundError, load_model, resolve
 
     _threads(threads)
     if not 1 <= n_per_task <= vqa.TEST_RESERVE:
         fail(f"--n-per-task must be in 1..{vqa.TEST_RESERVE}, got {n_per_task}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         fail(f"--batch-size must be >= 1, got {batch_size}")
+    if harness not in ("builtin", "lmms-eval"):
+        fail(f"--harness must be builtin or lmms-eval, got {harness!r}")
+    if harness == "lmms-eval":
+        from interlace import harness as lmms
+
+        try:
+            source = Path(resolve(model))
+            if not source.is_dir():
+                fail(f"--harness lmms-eval needs a local checkpoint directory, got {model}; download it first")
+            lmms_model = lmms.lmms_model_for(lmms.checkpoint_model_type(source))
+        except ValueError as error:
+            fail(str(error).splitlines()[0])
+        python = lmms_python or lmms.default_lmms_python()
+        if not lmms.has_lmms_eval(python):
+            fail(f"lmms-eval is not installed in {python}; run `make lmms-setup` or pass --lmms-python")
+        try:
+            results = lmms.evaluate_with_lmms(
+                source, (tasks or lmms.SUITE_GROUP).split(","), n_per_task=n_per_task, python=python,
+                batch_size=batch_size or 1, limit=limit, echo=typer.echo,
+                dtype="float32" if lmms_model.takes_dtype else None,  # as the built-in harness loads
+                env={"OMP_NUM_THREADS": str(threads)} if threads else None,
+            )  # fmt: skip
+        except ValueError as error:
+            fail(str(error).splitlines()[0])
+        except lmms.LmmsEvalError as error:
+            fail(f"{str(error).splitlines()[0]} (its output is above)", code=1)
+        table = Table(title=f"{model or 'embedded'}: lmms-eval")
+        for column in ("task", "metric", "value"):
+            table.add_column(column, justify="right" if column == "value" else "left")
+        for task, metrics in results.items():
+            for metric, value in metrics.items():
+                if "_stderr" not in metric:  # the JSON keeps them
+                    table.add_row(task, metric, f"{value:.4f}")
+        console.print(table)
+        if json_path:
+            json_path.write_text(json.dumps(results, indent=2) + "\n")
+        return
+    for flag, value in (("--tasks", tasks), ("--limit", limit), ("--lmms-python", lmms_python)):
+        if value is not None:
+            fail(f"{flag} applies to --harness lmms-eval only; add --harness lmms-eval or drop {flag}")
     try:
         loaded, processor = load_model(model)
     except ModelNotFoundError as error:
         fail(str(error))
-    result = evaluate(loaded, processor, vqa.load_split("test", n_per_task), batch_size=batch_size)
+    result = evaluate(loaded, processor, vqa.load_split("test", n_per_task), batch_size=batch_size or 64)
     console.print(_accuracy_table(f"{model or 'embedded'}: held-out accuracy (n={result.n})", {"accuracy": result.to_json()}))
     if json_path:
         result.save(json_path)
