@@ -55,6 +55,44 @@ def main() -> None:
     """Prune whole decoder layers from vision-language models and heal the survivors (INTERLACE)."""
 
 
+def _eval_with_lmms(model, json_path, n_per_task, batch_size, threads, tasks, limit, lmms_python) -> None:
+    """`interlace eval --harness lmms-eval`: run lmms-eval on a local checkpoint and print its metrics."""
+    from interlace import harness as lmms
+    from interlace.loading import resolve
+
+    try:
+        source = Path(resolve(model))
+        if not source.is_dir():
+            fail(f"--harness lmms-eval needs a local checkpoint directory, got {model}; download it first")
+        lmms_model = lmms.lmms_model_for(lmms.checkpoint_model_type(source))
+    except ValueError as error:
+        fail(str(error).splitlines()[0])
+    python = lmms_python or lmms.default_lmms_python()
+    if not lmms.has_lmms_eval(python):
+        fail(f"lmms-eval is not installed in {python}; run `make lmms-setup` or pass --lmms-python")
+    try:
+        results = lmms.evaluate_with_lmms(
+            source, (tasks or lmms.SUITE_GROUP).split(","), n_per_task=n_per_task, python=python,
+            batch_size=batch_size or 1, limit=limit, echo=typer.echo,
+            dtype="float32" if lmms_model.takes_dtype else None,  # as the built-in harness loads
+            env={"OMP_NUM_THREADS": str(threads)} if threads else None,
+        )  # fmt: skip
+    except ValueError as error:
+        fail(str(error).splitlines()[0])
+    except lmms.LmmsEvalError as error:
+        fail(f"{str(error).splitlines()[0]} (its output is above)", code=1)
+    table = Table(title=f"{model or 'embedded'}: lmms-eval")
+    for column in ("task", "metric", "value"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for task, metrics in results.items():
+        for metric, value in metrics.items():
+            if "_stderr" not in metric:  # the JSON keeps them
+                table.add_row(task, metric, f"{value:.4f}")
+    console.print(table)
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
+
+
 @app.command("eval")
 def eval_command(
     model: ModelArg = None,
@@ -80,39 +118,7 @@ def eval_command(
     if harness not in ("builtin", "lmms-eval"):
         fail(f"--harness must be builtin or lmms-eval, got {harness!r}")
     if harness == "lmms-eval":
-        from interlace import harness as lmms
-
-        try:
-            source = Path(resolve(model))
-            if not source.is_dir():
-                fail(f"--harness lmms-eval needs a local checkpoint directory, got {model}; download it first")
-            lmms_model = lmms.lmms_model_for(lmms.checkpoint_model_type(source))
-        except ValueError as error:
-            fail(str(error).splitlines()[0])
-        python = lmms_python or lmms.default_lmms_python()
-        if not lmms.has_lmms_eval(python):
-            fail(f"lmms-eval is not installed in {python}; run `make lmms-setup` or pass --lmms-python")
-        try:
-            results = lmms.evaluate_with_lmms(
-                source, (tasks or lmms.SUITE_GROUP).split(","), n_per_task=n_per_task, python=python,
-                batch_size=batch_size or 1, limit=limit, echo=typer.echo,
-                dtype="float32" if lmms_model.takes_dtype else None,  # as the built-in harness loads
-                env={"OMP_NUM_THREADS": str(threads)} if threads else None,
-            )  # fmt: skip
-        except ValueError as error:
-            fail(str(error).splitlines()[0])
-        except lmms.LmmsEvalError as error:
-            fail(f"{str(error).splitlines()[0]} (its output is above)", code=1)
-        table = Table(title=f"{model or 'embedded'}: lmms-eval")
-        for column in ("task", "metric", "value"):
-            table.add_column(column, justify="right" if column == "value" else "left")
-        for task, metrics in results.items():
-            for metric, value in metrics.items():
-                if "_stderr" not in metric:  # the JSON keeps them
-                    table.add_row(task, metric, f"{value:.4f}")
-        console.print(table)
-        if json_path:
-            json_path.write_text(json.dumps(results, indent=2) + "\n")
+        _eval_with_lmms(model, json_path, n_per_task, batch_size, threads, tasks, limit, lmms_python)
         return
     for flag, value in (("--tasks", tasks), ("--limit", limit), ("--lmms-python", lmms_python)):
         if value is not None:
