@@ -192,10 +192,7 @@ def _summary_table(report) -> Table:
 def _write_report_json(path: Path | None, report) -> None:
     if path is None:
         return
-    data = report.to_json()
-    data["dense"] = report.dense
-    data["pruned"] = report.pruned
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
 
 
 @app.command()
