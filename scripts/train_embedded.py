@@ -15,6 +15,7 @@ reproducible whatever the machine's speed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import time
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from transformers import LlavaForConditionalGeneration
 
 from interlace.data import chat, vqa
-from interlace.embedded.build import build_config, build_processor
+from interlace.embedded.build import CHAT_TEMPLATE, QUESTION_FIRST_TEMPLATE, build_config, build_processor
 
 COLOUR_INDEX = {c: i + 1 for i, c in enumerate(vqa.COLOURS)}  # 0 empty, 5 digit (white)
 SHAPE_INDEX = {s: i + 1 for i, s in enumerate(vqa.SHAPES)}  # 0 empty, 5 digit
@@ -56,12 +57,15 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
     return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
 
 
-def build_pool(processor, n: int, cache: Path, seed: int) -> dict[str, torch.Tensor]:
-    path = cache / f"pool_v{vqa.SUITE_VERSION}_seed{seed}_n{n}.pt"
+def build_pool(processor, n: int, cache: Path, seed: int, tasks: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    # The pool holds token ids, so a new chat template or vocabulary rebuilds it like a suite change.
+    vocab = json.dumps(sorted(processor.tokenizer.get_vocab().items()))
+    digest = hashlib.sha1((processor.chat_template + vocab + ",".join(tasks)).encode()).hexdigest()[:8]
+    path = cache / f"pool_v{vqa.SUITE_VERSION}_{digest}_seed{seed}_n{n}.pt"
     if path.exists():
         return torch.load(path)
     cache.mkdir(parents=True, exist_ok=True)
-    stream = vqa.train_items(seed)
+    stream = vqa.train_items(seed, tasks)
     images, cells, input_ids, prompt_lens = [], [], [], []
     t0 = time.time()
     for start in range(0, n, 2000):
@@ -83,13 +87,13 @@ def build_pool(processor, n: int, cache: Path, seed: int) -> dict[str, torch.Ten
         "cells": torch.from_numpy(np.concatenate(cells)),
         "input_ids": torch.cat(input_ids),
         "prompt_lens": torch.tensor(prompt_lens),
-        "tasks": torch.tensor([i % len(vqa.TASKS) for i in range(n)]),
+        "tasks": torch.tensor([i % len(tasks) for i in range(n)]),  # index into `tasks`
     }
     torch.save(pool, path)
     return pool
 
 
-def lm_batch(pool, idx: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
+def lm_batch(pool, idx: torch.Tensor, pad_id: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     input_ids = pool["input_ids"][idx].long()
     keep = int((input_ids != pad_id).sum(1).max())
     input_ids = input_ids[:, -keep:]  # left padded: drop columns that are padding in every row
@@ -99,7 +103,8 @@ def lm_batch(pool, idx: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
     start = input_ids.shape[1] - lengths + pool["prompt_lens"][idx]
     positions = torch.arange(input_ids.shape[1])[None]
     labels = torch.where(positions >= start[:, None], input_ids, torch.full_like(input_ids, -100))
-    return {"input_ids": input_ids, "attention_mask": attention, "pixel_values": to_pixels(pool["images"][idx].numpy()), "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": attention, "pixel_values": to_pixels(pool["images"][idx].numpy()), "labels": labels}
+    return {key: value.to(device) for key, value in batch.items()}
 
 
 def cosine(step: int, total: int, warmup: int, floor: float = 0.05) -> float:
@@ -126,20 +131,21 @@ def run_steps(total: int, step_fn, warmup: int, optimizer, base_lrs, log_every=5
 def train_vision(model, pool, steps: int, batch: int, lr: float, seed: int) -> torch.nn.Module:
     tower = model.model.vision_tower
     hidden = tower.config.hidden_size
-    head = torch.nn.Linear(hidden, 6 + 6 + 10 + 2 * vqa.GRID)
+    device = model.device
+    head = torch.nn.Linear(hidden, 6 + 6 + 10 + 2 * vqa.GRID).to(device)
     params = list(tower.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
     n = len(pool["images"])
 
     def logits_for(idx):
-        feats = tower(to_pixels(pool["images"][idx].numpy()), output_hidden_states=True).hidden_states[-1][:, 1:]
+        feats = tower(to_pixels(pool["images"][idx].numpy()).to(device), output_hidden_states=True).hidden_states[-1][:, 1:]
         return head(feats)  # (B, 16, 22)
 
     def step_fn(step):
         idx = torch.randint(0, n, (batch,), generator=gen)
         out = logits_for(idx)
-        y = pool["cells"][idx]
+        y = pool["cells"][idx].to(device)
         loss = F.cross_entropy(out[..., :6].flatten(0, 1), y[..., 0].flatten())
         loss = loss + F.cross_entropy(out[..., 6:12].flatten(0, 1), y[..., 1].flatten())
         loss = loss + F.cross_entropy(out[..., 12:22].flatten(0, 1), y[..., 2].flatten(), ignore_index=-100)
@@ -159,8 +165,8 @@ def vision_accuracy(model, head, processor, seed: int) -> dict[str, float]:
     """Per-cell accuracy of the pretrained tower on held-out test scenes (test digit pool)."""
     items = [vqa.make_item(t, "test", i, seed) for t in vqa.TASKS for i in range(100)]
     raw = np.stack([np.asarray(vqa.render(it.scene)) for it in items])
-    y = torch.from_numpy(np.stack([cell_labels(it.scene) for it in items]))
-    feats = model.model.vision_tower(to_pixels(raw), output_hidden_states=True).hidden_states[-1][:, 1:]
+    y = torch.from_numpy(np.stack([cell_labels(it.scene) for it in items])).to(model.device)
+    feats = model.model.vision_tower(to_pixels(raw).to(model.device), output_hidden_states=True).hidden_states[-1][:, 1:]
     out = head(feats)
     colour = (out[..., :6].argmax(-1) == y[..., 0]).float().mean().item()
     shape = (out[..., 6:12].argmax(-1) == y[..., 1]).float().mean().item()
@@ -182,12 +188,12 @@ def answer_accuracy(model, processor, eval_pool) -> dict[str, float]:
     hits = []
     for start in range(0, len(eval_pool["images"]), 256):
         idx = torch.arange(start, min(start + 256, len(eval_pool["images"])))
-        batch = lm_batch(eval_pool, idx, pad)
+        batch = lm_batch(eval_pool, idx, pad, model.device)
         labels = batch.pop("labels")
         logits = model(**batch).logits[:, :-1]
         target = labels[:, 1:]
         ok = (logits.argmax(-1) == target) | (target == -100)
-        hits.append(ok.all(1))
+        hits.append(ok.all(1).cpu())
     model.train()
     hits = torch.cat(hits).float()
     tasks = eval_pool["tasks"]
@@ -221,33 +227,49 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--decoder", default="qwen3", help="text model class: qwen3 (shipped) or llama (see build_config)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1, ... (default: cuda when present)")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--init-from", type=Path, default=None, help="continue stage 2 from a saved model (skips stage 1)")
     parser.add_argument("--task-weights", default=None, help="sampling weight per task, e.g. relation=3,count=2 (default 1 each)")
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--primers", action="store_true", help="also train on vqa.PRIMER_TASKS (one-step lookups), a third of the pool")
+    parser.add_argument("--primer-steps", type=int, default=0, help="with --primers: the first N decoder steps draw primer questions only")
+    parser.add_argument("--question-first", action="store_true", help="chat template with the question before the image")
+    parser.add_argument("--vision-from", type=Path, default=None, help="copy a trained vision tower from this checkpoint (skips stage 1)")
     args = parser.parse_args()
+    if args.primer_steps and not args.primers:
+        parser.error("--primer-steps needs --primers (the pool holds no primer questions without it)")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     started = time.time()
-    processor = build_processor()
+    processor = build_processor(QUESTION_FIRST_TEMPLATE if args.question_first else CHAT_TEMPLATE)
     pad = processor.tokenizer.pad_token_id
     print("building the training pool", flush=True)
-    pool = build_pool(processor, args.samples, args.cache, args.seed)
+    tasks = vqa.TASKS + vqa.PRIMER_TASKS if args.primers else vqa.TASKS
+    pool = build_pool(processor, args.samples, args.cache, args.seed, tasks)
     evals = test_pool(processor, 100, args.seed)
 
     if args.init_from:
-        model = LlavaForConditionalGeneration.from_pretrained(args.init_from, dtype=torch.float32)
+        model = LlavaForConditionalGeneration.from_pretrained(args.init_from, dtype=torch.float32).to(args.device)
         previous = json.loads((args.init_from / "training_info.json").read_text())
         vision = previous["vision_cell_accuracy"]
         print(f"continuing from {args.init_from}", flush=True)
     else:
         previous = None
-        model = LlavaForConditionalGeneration(build_config(hidden_size=args.hidden, num_layers=args.layers))
-        print(f"stage 1: vision tower, {args.vision_steps} steps", flush=True)
-        head = train_vision(model, pool, args.vision_steps, 256, 3e-3, args.seed)
-        vision = vision_accuracy(model, head, processor, args.seed)
+        config = build_config(hidden_size=args.hidden, num_layers=args.layers, decoder=args.decoder)
+        model = LlavaForConditionalGeneration(config).to(args.device)
+        if args.vision_from:
+            source = LlavaForConditionalGeneration.from_pretrained(args.vision_from, dtype=torch.float32)
+            model.model.vision_tower.load_state_dict(source.model.vision_tower.state_dict())
+            vision = json.loads((args.vision_from / "training_info.json").read_text())["vision_cell_accuracy"]
+            print(f"stage 1: vision tower copied from {args.vision_from}", flush=True)
+        else:
+            print(f"stage 1: vision tower, {args.vision_steps} steps", flush=True)
+            head = train_vision(model, pool, args.vision_steps, 256, 3e-3, args.seed)
+            vision = vision_accuracy(model, head, processor, args.seed)
         print("  vision cell accuracy (test scenes):", vision, flush=True)
     model.train()
 
@@ -256,21 +278,25 @@ def main() -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     gen = torch.Generator().manual_seed(args.seed + 1 + (1000 if args.init_from else 0))
-    weights = {t: 1.0 for t in vqa.TASKS}
+    weights = {t: 1.0 for t in tasks}
     for part in (args.task_weights or "").split(","):
         if part:
             task, value = part.split("=")
             weights[task] = float(value)
-    sample_weights = torch.tensor([weights[vqa.TASKS[t]] for t in pool["tasks"].tolist()])
+    sample_weights = torch.tensor([weights[tasks[t]] for t in pool["tasks"].tolist()])
 
     n = len(pool["images"])
 
+    primer_only = torch.tensor([float(tasks[t] in vqa.PRIMER_TASKS) for t in pool["tasks"].tolist()])
+
     def step_fn(step):
-        if args.task_weights:
+        if step < args.primer_steps:  # curriculum: the one-step lookups first
+            idx = torch.multinomial(primer_only, args.batch, replacement=True, generator=gen)
+        elif args.task_weights:
             idx = torch.multinomial(sample_weights, args.batch, replacement=True, generator=gen)
         else:
             idx = torch.randint(0, n, (args.batch,), generator=gen)
-        loss = model(**lm_batch(pool, idx, pad)).loss
+        loss = model(**lm_batch(pool, idx, pad, args.device)).loss
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -287,13 +313,15 @@ def main() -> None:
 
     model.eval()
     args.out.mkdir(parents=True, exist_ok=True)
-    model.to(torch.float16).save_pretrained(args.out)
+    model.to("cpu", torch.float16).save_pretrained(args.out)
     processor.save_pretrained(args.out)
     info = {
         "continued_from": previous,
         "task_weights": args.task_weights,
-        "seed": args.seed, "samples": args.samples, "vision_steps": args.vision_steps,
-        "vlm_steps": args.vlm_steps, "batch": args.batch, "lr": args.lr, "threads": args.threads,
+        "training_tasks": list(tasks), "primer_steps": args.primer_steps,
+        "question_first": args.question_first, "vision_from": str(args.vision_from) if args.vision_from else None,
+        "seed": args.seed, "decoder": args.decoder, "samples": args.samples, "vision_steps": args.vision_steps,
+        "vlm_steps": args.vlm_steps, "batch": args.batch, "lr": args.lr, "threads": args.threads, "device": args.device,
         "vision_cell_accuracy": vision, "teacher_forced_accuracy": final,
         "wall_seconds": round(time.time() - started),
         "torch": torch.__version__,

@@ -27,3 +27,15 @@ def test_weights_are_small_half_precision_safetensors():
 
     with safe_open(files[0], "pt") as handle:
         assert {handle.get_tensor(k).dtype for k in handle.keys()} == {torch.float16}
+
+
+
+def test_shipped_processor_matches_the_one_the_trainer_builds():
+    # The shipped weights were trained with this template and these token ids: a drift in build.py
+    # without retraining would silently change every prompt the model sees.
+    from interlace.embedded.build import CHAT_TEMPLATE, build_tokenizer
+
+    processor = AutoProcessor.from_pretrained(MODEL_DIR)
+    assert processor.chat_template == CHAT_TEMPLATE
+    built = build_tokenizer().get_vocab()
+    assert all(built[token] == index for token, index in processor.tokenizer.get_vocab().items())

@@ -119,3 +119,37 @@ def test_bad_arguments_are_rejected():
         vqa.load_split("test", 0)
     with pytest.raises(ValueError, match="train_stream"):
         vqa.load_split("train", 5)
+
+
+def test_primer_answers_agree_with_an_independent_reading_of_the_scene():
+    for i in range(100):
+        item = vqa.make_item("locate", "train", i)
+        _, _, _, colour, kind, _ = item.question.split()
+        cell = item.scene.index(shape(colour, kind))
+        assert item.scene.count(shape(colour, kind)) == 1
+        assert item.answer == f"row {cell // vqa.GRID + 1} column {cell % vqa.GRID + 1}"
+        item = vqa.make_item("lookup", "train", i)
+        row, col = int(item.question.split()[4]), int(item.question.split()[6])
+        assert item.answer == vqa._describe(item.scene[(row - 1) * vqa.GRID + col - 1])
+        item = vqa.make_item("exists", "train", i)
+        words = item.question[len("is there a ") : -2].split()
+        colour = words[0] if words[0] in vqa.COLOURS else None
+        kind = words[-1] if words[-1] in vqa.SHAPES else None
+        assert item.answer == ("yes" if any(vqa._matches(obj, colour, kind) for obj in item.scene) else "no")
+    answers = [vqa.make_item("exists", "train", i).answer for i in range(400)]
+    assert 0.4 < answers.count("yes") / len(answers) < 0.6
+
+
+def test_primers_are_training_only():
+    stream = vqa.train_items(tasks=vqa.TASKS + vqa.PRIMER_TASKS)
+    assert {next(stream).task for _ in range(len(vqa.TASKS) + len(vqa.PRIMER_TASKS))} == set(vqa.TASKS + vqa.PRIMER_TASKS)
+    assert all(s["source"] in vqa.TASKS for s in vqa.load_split("test", 3))
+    for split in ("calib", "test"):
+        with pytest.raises(ValueError, match="training-only"):
+            vqa.make_item("locate", split, 0)
+
+
+def test_held_out_items_do_not_depend_on_the_primers():
+    # Adding training-only tasks must leave the held-out split as it was, so scores stay comparable.
+    rng = np.random.default_rng([0, vqa.SPLITS.index("test"), vqa.TASKS.index("relation"), 3])
+    assert vqa.make_item("relation", "test", 3) == vqa._MAKERS["relation"](rng, vqa._assets()[3]["test"])

@@ -34,6 +34,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("square", "circle", "triangle", "cross")
 DIRECTIONS = {"left of": (0, -1), "right of": (0, 1), "above": (-1, 0), "below": (1, 0)}
 TASKS = ("count", "compare", "relation", "line_count", "digit_sum", "digit_max")
+# Training-only one-step questions, each a primitive that the evaluated tasks chain: find an
+# object by content, read a cell by position, test a conjunction. Mixed into the embedded model's
+# training stream (a curriculum without stages); never in calibration or test.
+PRIMER_TASKS = ("locate", "lookup", "exists")
 SPLITS = ("train", "calib", "test")
 SUITE_VERSION = 2  # bump when generation changes, so cached training pools are rebuilt
 
@@ -199,13 +203,17 @@ def _task_relation(rng, digits) -> Item:
     return Item("relation", tuple(scene), f"what is {where} ?", _describe(scene[cell]))
 
 
-def _task_line_count(rng, digits) -> Item:
+def _scene_with_anchor(rng: np.random.Generator, low: float, high: float) -> tuple[list[Obj], int]:
+    """A shape scene and one cell whose (colour, shape) is unique in it."""
     while True:
-        scene = _shape_scene(rng, 0.35, 0.8)
+        scene = _shape_scene(rng, low, high)
         anchors = _unique_shapes(scene)
         if anchors:
-            break
-    anchor = int(rng.choice(anchors))
+            return scene, int(rng.choice(anchors))
+
+
+def _task_line_count(rng, digits) -> Item:
+    scene, anchor = _scene_with_anchor(rng, 0.35, 0.8)
     line = str(rng.choice(["row", "column"]))
     row, col = divmod(anchor, GRID)
     cells = [row * GRID + c for c in range(GRID)] if line == "row" else [r * GRID + col for r in range(GRID)]
@@ -236,6 +244,34 @@ def _task_digit_max(rng, digits) -> Item:
     return Item("digit_max", tuple(scene), "what is the largest of the three digits ?", str(max(values)))
 
 
+def _where(cell: int) -> str:
+    row, col = divmod(cell, GRID)
+    return f"row {row + 1} column {col + 1}"
+
+
+def _task_locate(rng, digits) -> Item:
+    scene, anchor = _scene_with_anchor(rng, 0.3, 0.85)
+    _, colour, shape = scene[anchor]
+    return Item("locate", tuple(scene), f"where is the {colour} {shape} ?", _where(anchor))
+
+
+def _task_lookup(rng, digits) -> Item:
+    scene = _shape_scene(rng, 0.3, 0.85)
+    cell = int(rng.integers(GRID * GRID))
+    return Item("lookup", tuple(scene), f"what is at {_where(cell)} ?", _describe(scene[cell]))
+
+
+def _task_exists(rng, digits) -> Item:
+    scene = _shape_scene(rng, 0.2, 0.6)
+    want = rng.random() < 0.5  # balance yes / no
+    for _ in range(100):
+        colour, shape = _condition(rng)
+        if any(_matches(obj, colour, shape) for obj in scene) == want:
+            break
+    present = any(_matches(obj, colour, shape) for obj in scene)
+    return Item("exists", tuple(scene), f"is there a {_phrase(colour, shape)} ?", "yes" if present else "no")
+
+
 _MAKERS = {
     "count": _task_count,
     "compare": _task_compare,
@@ -243,17 +279,22 @@ _MAKERS = {
     "line_count": _task_line_count,
     "digit_sum": _task_digit_sum,
     "digit_max": _task_digit_max,
+    "locate": _task_locate,
+    "lookup": _task_lookup,
+    "exists": _task_exists,
 }
-assert tuple(_MAKERS) == TASKS
+assert tuple(_MAKERS) == TASKS + PRIMER_TASKS
 
 
 def make_item(task: str, split: str, index: int, seed: int = 0) -> Item:
     """The index-th candidate item of a task in a split; a pure function of its arguments."""
     if task not in _MAKERS:
-        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(_MAKERS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
-    rng = np.random.default_rng([seed, SPLITS.index(split), TASKS.index(task), index])
+    if task in PRIMER_TASKS and split != "train":
+        raise ValueError(f"{task!r} is a training-only primer task; held-out splits hold {', '.join(TASKS)}")
+    rng = np.random.default_rng([seed, SPLITS.index(split), tuple(_MAKERS).index(task), index])
     return _MAKERS[task](rng, _assets()[3][split])
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     CLIPVisionConfig,
+    LlamaConfig,
     LlavaConfig,
     LlavaProcessor,
     PreTrainedTokenizerFast,
@@ -37,15 +38,33 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}"
 )
 
+# The same, except that a user turn's text comes before its images, so in a causal decoder the image
+# tokens can attend to the question (scripts/train_embedded.py --question-first).
+QUESTION_FIRST_TEMPLATE = CHAT_TEMPLATE.replace(
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image> "
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}",
+    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }} {% endif %}{% endfor %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image> {% endif %}{% endfor %}",
+)
+assert QUESTION_FIRST_TEMPLATE != CHAT_TEMPLATE
+
 CONTENT_WORDS = (
     "user assistant system how many are there more than what is the of cell share a with row column "
     "sum two digits largest three thing things nothing digit yes no ? left right above below"
 )
 
 
+# Words only the training-only primer questions use (vqa.PRIMER_TASKS). They come last so every
+# other token keeps the id it has in the shipped tokenizer.
+PRIMER_WORDS = "where at"
+
+
 def vocabulary() -> list[str]:
-    """The closed vocabulary: special tokens, template words, colours, shapes and numbers 0..20."""
+    """The closed vocabulary: special tokens, template words, colours, shapes, numbers 0..20."""
     words = CONTENT_WORDS.split() + list(vqa.COLOURS) + list(vqa.SHAPES) + [str(n) for n in range(21)]
+    words += PRIMER_WORDS.split()
     seen: dict[str, None] = dict.fromkeys(SPECIAL_TOKENS)
     seen.update(dict.fromkeys(words))
     return list(seen)
@@ -69,7 +88,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build_processor() -> LlavaProcessor:
+def build_processor(chat_template: str = CHAT_TEMPLATE) -> LlavaProcessor:
     size = {"height": vqa.IMAGE_SIZE, "width": vqa.IMAGE_SIZE}
     image_processor = CLIPImageProcessorPil(
         size=size, crop_size=size, do_center_crop=False, image_mean=[0.5] * 3, image_std=[0.5] * 3
@@ -77,11 +96,14 @@ def build_processor() -> LlavaProcessor:
     return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=build_tokenizer(),
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
         patch_size=vqa.CELL,  # one patch per grid cell, so one image token per object
         vision_feature_select_strategy="default",  # drop CLIP's CLS token
         num_additional_image_tokens=1,
     )
+
+
+DECODERS = {"llama": LlamaConfig, "qwen3": Qwen3Config}
 
 
 def build_config(
@@ -89,7 +111,17 @@ def build_config(
     num_layers: int = 12,
     vision_hidden_size: int = 96,
     vision_layers: int = 2,
+    decoder: str = "qwen3",
 ) -> LlavaConfig:
+    """The embedded model's config: CLIP tower, LLaVA projector, a ``decoder`` text model.
+
+    ``decoder="qwen3"`` is what ships. ``"llama"`` is the same shape without Qwen3's per-head
+    query/key norm, which at head_dim 32 caps an attention logit near sqrt(32) ~ 5.7 times the
+    norm weights (those weights stayed within 1.0 +- 0.17 in the shipped model). In the runs so far
+    both decoders plateaued alike (docs/embedded.md), so the cap is not what holds the model back.
+    """
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; choose from {', '.join(DECODERS)}")
     tokenizer = build_tokenizer()
     vision = CLIPVisionConfig(
         hidden_size=vision_hidden_size,
@@ -99,7 +131,7 @@ def build_config(
         image_size=vqa.IMAGE_SIZE,
         patch_size=vqa.CELL,
     )
-    text = Qwen3Config(
+    text = DECODERS[decoder](
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=3 * hidden_size,

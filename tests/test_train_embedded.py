@@ -1,0 +1,46 @@
+"""The embedded model's trainer runs end to end on a toy budget and writes a loadable checkpoint."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from interlace.data.chat import prompt_text
+from interlace.data import vqa
+from interlace.embedded import MODEL_DIR
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "train_embedded.py"
+TOY = ["--samples", "600", "--vision-steps", "2", "--vlm-steps", "3", "--batch", "8", "--threads", "1",
+       "--eval-every", "0", "--device", "cpu"]
+
+
+def train(tmp_path, *extra):
+    out = tmp_path / "model"
+    args = ["--out", str(out), "--cache", str(tmp_path / "cache"), *TOY, *extra]
+    run = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return out, json.loads((out / "training_info.json").read_text())
+
+
+@pytest.mark.parametrize("options", [[], ["--primers", "--primer-steps", "2", "--question-first", "--decoder", "llama", "--vision-from", str(MODEL_DIR)]])
+def test_toy_run_writes_a_plain_fp16_checkpoint(tmp_path, options):
+    out, info = train(tmp_path, *options)
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    processor = AutoProcessor.from_pretrained(out)
+    assert {p.dtype for p in model.parameters()} == {torch.float16}
+    assert len(list((tmp_path / "cache").glob("pool_*.pt"))) == 1
+    prompt = prompt_text(processor, vqa.load_split("test", 1)[0])
+    if not options:
+        assert info["decoder"] == "qwen3" and info["training_tasks"] == list(vqa.TASKS)
+        assert prompt.index("<image>") < prompt.index("how")
+        return
+    assert model.config.text_config.model_type == "llama" and info["primer_steps"] == 2
+    assert info["training_tasks"][-3:] == list(vqa.PRIMER_TASKS)
+    assert prompt.index("<image>") > prompt.index("how")  # question first
+    shipped = AutoModelForImageTextToText.from_pretrained(MODEL_DIR)
+    for name, tensor in shipped.model.vision_tower.state_dict().items():  # copied, then frozen
+        assert torch.equal(tensor, model.model.vision_tower.state_dict()[name]), name
