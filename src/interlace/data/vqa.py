@@ -35,8 +35,8 @@ SHAPES = ("square", "circle", "triangle", "cross")
 DIRECTIONS = {"left of": (0, -1), "right of": (0, 1), "above": (-1, 0), "below": (1, 0)}
 TASKS = ("count", "compare", "relation", "line_count", "digit_sum", "digit_max")
 # Training-only one-step questions, each a primitive that the evaluated tasks chain: find an
-# object by content, read a cell by position, test a conjunction. Mixed into the embedded model's
-# training stream (a curriculum without stages); never in calibration or test.
+# object by content, read a cell by position, test a conjunction. The embedded trainer mixes them in
+# on request (--primers, optionally first: --primer-steps); never in calibration or test.
 PRIMER_TASKS = ("locate", "lookup", "exists")
 SPLITS = ("train", "calib", "test")
 SUITE_VERSION = 2  # bump when generation changes, so cached training pools are rebuilt
@@ -266,9 +266,9 @@ def _task_exists(rng, digits) -> Item:
     want = rng.random() < 0.5  # balance yes / no
     for _ in range(100):
         colour, shape = _condition(rng)
-        if any(_matches(obj, colour, shape) for obj in scene) == want:
+        present = any(_matches(obj, colour, shape) for obj in scene)
+        if present == want:
             break
-    present = any(_matches(obj, colour, shape) for obj in scene)
     return Item("exists", tuple(scene), f"is there a {_phrase(colour, shape)} ?", "yes" if present else "no")
 
 

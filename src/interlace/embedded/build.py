@@ -62,7 +62,7 @@ PRIMER_WORDS = "where at"
 
 
 def vocabulary() -> list[str]:
-    """The closed vocabulary: special tokens, template words, colours, shapes, numbers 0..20."""
+    """The closed vocabulary: special tokens, template words, colours, shapes, numbers 0..20, primer words."""
     words = CONTENT_WORDS.split() + list(vqa.COLOURS) + list(vqa.SHAPES) + [str(n) for n in range(21)]
     words += PRIMER_WORDS.split()
     seen: dict[str, None] = dict.fromkeys(SPECIAL_TOKENS)
