@@ -152,4 +152,19 @@ def test_primers_are_training_only():
 def test_held_out_items_do_not_depend_on_the_primers():
     # Adding training-only tasks must leave the held-out split as it was, so scores stay comparable.
     rng = np.random.default_rng([0, vqa.SPLITS.index("test"), vqa.TASKS.index("relation"), 3])
-    assert vqa.make_item("relation", "test", 3) == vqa._MAKERS["relation"](rng, vqa._assets()[3]["test"])
+    assert vqa.make_item("relation", "test", 3) == vqa._MAKERS["relation"](rng, vqa._assets()[3]["test"], 1.0)
+
+
+def test_thinned_training_scenes_are_sparser_and_still_answered_right():
+    for task in vqa.TASKS + vqa.PRIMER_TASKS:  # digit scenes keep their digits; their shapes thin out
+        shapes = [[sum(o is not None and o[0] == "shape" for o in vqa.make_item(task, "train", i, thin=thin).scene) for i in range(200)] for thin in (0.15, 1.0)]
+        assert np.mean(shapes[0]) < 0.6 * np.mean(shapes[1]), task
+    for i in range(50):  # the answer is still read off the thinned scene
+        item = vqa.make_item("locate", "train", i, thin=0.15)
+        cell = item.scene.index(shape(*item.question.split()[3:5]))
+        assert item.answer == f"row {cell // vqa.GRID + 1} column {cell % vqa.GRID + 1}"
+    stream = vqa.train_items(thin=0.15)
+    assert all(sum(o is not None for o in next(stream).scene) <= 8 for _ in range(60))
+    for split, thin in (("test", 0.5), ("calib", 0.5), ("train", 0.0), ("train", 1.5)):
+        with pytest.raises(ValueError, match="thin must be"):
+            vqa.make_item("count", split, 0, thin=thin)

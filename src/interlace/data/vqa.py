@@ -117,8 +117,8 @@ def _random_shape(rng: np.random.Generator) -> Obj:
     return ("shape", str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES)))
 
 
-def _shape_scene(rng: np.random.Generator, low: float = 0.3, high: float = 0.8) -> list[Obj]:
-    density = rng.uniform(low, high)
+def _shape_scene(rng: np.random.Generator, low: float = 0.3, high: float = 0.8, thin: float = 1.0) -> list[Obj]:
+    density = rng.uniform(low * thin, high * thin)
     return [_random_shape(rng) if rng.random() < density else None for _ in range(GRID * GRID)]
 
 
@@ -153,16 +153,16 @@ def _describe(obj: Obj) -> str:
     return f"{obj[1]} {obj[2]}"
 
 
-def _task_count(rng, digits) -> Item:
-    scene = _shape_scene(rng, 0.2, 0.6)
+def _task_count(rng, digits, thin) -> Item:
+    scene = _shape_scene(rng, 0.2, 0.6, thin)
     colour, shape = _condition(rng)
     n = sum(_matches(obj, colour, shape) for obj in scene)
     return Item("count", tuple(scene), f"how many {_phrase(colour, shape)} are there ?", str(n))
 
 
-def _task_compare(rng, digits) -> Item:
+def _task_compare(rng, digits, thin) -> Item:
     while True:
-        scene = _shape_scene(rng)
+        scene = _shape_scene(rng, thin=thin)
         a, b = _condition(rng), _condition(rng)
         na = sum(_matches(obj, *a) for obj in scene)
         nb = sum(_matches(obj, *b) for obj in scene)
@@ -181,9 +181,9 @@ def _step(cell: int, direction: str) -> int | None:
     return row * GRID + col if 0 <= row < GRID and 0 <= col < GRID else None
 
 
-def _task_relation(rng, digits) -> Item:
+def _task_relation(rng, digits, thin) -> Item:
     while True:
-        scene = _shape_scene(rng, 0.45, 0.85)
+        scene = _shape_scene(rng, 0.45, 0.85, thin)
         anchors = _unique_shapes(scene)
         if not anchors:
             continue
@@ -203,17 +203,17 @@ def _task_relation(rng, digits) -> Item:
     return Item("relation", tuple(scene), f"what is {where} ?", _describe(scene[cell]))
 
 
-def _scene_with_anchor(rng: np.random.Generator, low: float, high: float) -> tuple[list[Obj], int]:
+def _scene_with_anchor(rng: np.random.Generator, low: float, high: float, thin: float) -> tuple[list[Obj], int]:
     """A shape scene and one cell whose (colour, shape) is unique in it."""
     while True:
-        scene = _shape_scene(rng, low, high)
+        scene = _shape_scene(rng, low, high, thin)
         anchors = _unique_shapes(scene)
         if anchors:
             return scene, int(rng.choice(anchors))
 
 
-def _task_line_count(rng, digits) -> Item:
-    scene, anchor = _scene_with_anchor(rng, 0.35, 0.8)
+def _task_line_count(rng, digits, thin) -> Item:
+    scene, anchor = _scene_with_anchor(rng, 0.35, 0.8, thin)
     line = str(rng.choice(["row", "column"]))
     row, col = divmod(anchor, GRID)
     cells = [row * GRID + c for c in range(GRID)] if line == "row" else [r * GRID + col for r in range(GRID)]
@@ -222,9 +222,9 @@ def _task_line_count(rng, digits) -> Item:
     return Item("line_count", tuple(scene), f"how many things share a {line} with the {colour} {shape} ?", str(n))
 
 
-def _digit_scene(rng, digits: np.ndarray, n_digits: int) -> tuple[list[Obj], list[int]]:
+def _digit_scene(rng, digits: np.ndarray, n_digits: int, thin: float) -> tuple[list[Obj], list[int]]:
     _, _, labels, _ = _assets()
-    scene = _shape_scene(rng, 0.0, 0.4)
+    scene = _shape_scene(rng, 0.0, 0.4, thin)
     cells = rng.choice(GRID * GRID, size=n_digits, replace=False)
     values = []
     for cell in cells:
@@ -234,13 +234,13 @@ def _digit_scene(rng, digits: np.ndarray, n_digits: int) -> tuple[list[Obj], lis
     return scene, values
 
 
-def _task_digit_sum(rng, digits) -> Item:
-    scene, values = _digit_scene(rng, digits, 2)
+def _task_digit_sum(rng, digits, thin) -> Item:
+    scene, values = _digit_scene(rng, digits, 2, thin)
     return Item("digit_sum", tuple(scene), "what is the sum of the two digits ?", str(sum(values)))
 
 
-def _task_digit_max(rng, digits) -> Item:
-    scene, values = _digit_scene(rng, digits, 3)
+def _task_digit_max(rng, digits, thin) -> Item:
+    scene, values = _digit_scene(rng, digits, 3, thin)
     return Item("digit_max", tuple(scene), "what is the largest of the three digits ?", str(max(values)))
 
 
@@ -249,20 +249,20 @@ def _where(cell: int) -> str:
     return f"row {row + 1} column {col + 1}"
 
 
-def _task_locate(rng, digits) -> Item:
-    scene, anchor = _scene_with_anchor(rng, 0.3, 0.85)
+def _task_locate(rng, digits, thin) -> Item:
+    scene, anchor = _scene_with_anchor(rng, 0.3, 0.85, thin)
     _, colour, shape = scene[anchor]
     return Item("locate", tuple(scene), f"where is the {colour} {shape} ?", _where(anchor))
 
 
-def _task_lookup(rng, digits) -> Item:
-    scene = _shape_scene(rng, 0.3, 0.85)
+def _task_lookup(rng, digits, thin) -> Item:
+    scene = _shape_scene(rng, 0.3, 0.85, thin)
     cell = int(rng.integers(GRID * GRID))
     return Item("lookup", tuple(scene), f"what is at {_where(cell)} ?", _describe(scene[cell]))
 
 
-def _task_exists(rng, digits) -> Item:
-    scene = _shape_scene(rng, 0.2, 0.6)
+def _task_exists(rng, digits, thin) -> Item:
+    scene = _shape_scene(rng, 0.2, 0.6, thin)
     want = rng.random() < 0.5  # balance yes / no
     for _ in range(100):
         colour, shape = _condition(rng)
@@ -286,16 +286,22 @@ _MAKERS = {
 assert tuple(_MAKERS) == TASKS + PRIMER_TASKS
 
 
-def make_item(task: str, split: str, index: int, seed: int = 0) -> Item:
-    """The index-th candidate item of a task in a split; a pure function of its arguments."""
+def make_item(task: str, split: str, index: int, seed: int = 0, thin: float = 1.0) -> Item:
+    """The index-th candidate item of a task in a split; a pure function of its arguments.
+
+    ``thin`` < 1 scales every scene's shape density down (training only): a curriculum can start
+    on scenes with one or two objects, where finding the object a question names is easy.
+    """
     if task not in _MAKERS:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(_MAKERS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     if task in PRIMER_TASKS and split != "train":
         raise ValueError(f"{task!r} is a training-only primer task; held-out splits hold {', '.join(TASKS)}")
+    if not 0 < thin <= 1 or (thin != 1 and split != "train"):
+        raise ValueError(f"thin must be in (0, 1], and 1 outside the training split; got {thin} for {split!r}")
     rng = np.random.default_rng([seed, SPLITS.index(split), tuple(_MAKERS).index(task), index])
-    return _MAKERS[task](rng, _assets()[3][split])
+    return _MAKERS[task](rng, _assets()[3][split], thin)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,14 +321,14 @@ def _reserved_keys(seed: int) -> tuple[frozenset, frozenset]:
     return test, calib
 
 
-def _split_items(task: str, split: str, n: int, seed: int, start: int = 0) -> Iterator[Item]:
+def _split_items(task: str, split: str, n: int, seed: int, start: int = 0, thin: float = 1.0) -> Iterator[Item]:
     """Distinct items of one task in one split, skipping keys owned by an earlier split."""
     test, calib = _reserved_keys(seed) if split != "test" else (frozenset(), frozenset())
     blocked = test if split == "calib" else test | calib
     seen: set = set()
     index = start
     while n is None or len(seen) < n:
-        item = make_item(task, split, index, seed)
+        item = make_item(task, split, index, seed, thin)
         index += 1
         if item.key in blocked or item.key in seen:
             continue
@@ -353,9 +359,12 @@ def load_split(split: str, n_per_task: int, tasks: tuple[str, ...] = TASKS, seed
     return [to_sample(items[i]) for i in range(n_per_task) for items in per_task]
 
 
-def train_items(seed: int = 0, tasks: tuple[str, ...] = TASKS) -> Iterator[Item]:
-    """The endless training stream of items, tasks in turn, disjoint from test and calib."""
-    streams = [_split_items(t, "train", None, seed) for t in tasks]
+def train_items(seed: int = 0, tasks: tuple[str, ...] = TASKS, thin: float = 1.0) -> Iterator[Item]:
+    """The endless training stream of items, tasks in turn, disjoint from test and calib.
+
+    ``thin`` < 1: sparser scenes (see ``make_item``), for a curriculum.
+    """
+    streams = [_split_items(t, "train", None, seed, thin=thin) for t in tasks]
     while True:
         for stream in streams:
             yield next(stream)
