@@ -15,6 +15,7 @@ reproducible whatever the machine's speed.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -57,15 +58,16 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
     return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
 
 
-def build_pool(processor, n: int, cache: Path, seed: int, tasks: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def build_pool(processor, n: int, cache: Path, seed: int, tasks: tuple[str, ...], thin: float = 1.0) -> dict[str, torch.Tensor]:
     # The pool holds token ids, so a new chat template or vocabulary rebuilds it like a suite change.
     vocab = json.dumps(sorted(processor.tokenizer.get_vocab().items()))
     digest = hashlib.sha1((processor.chat_template + vocab + ",".join(tasks)).encode()).hexdigest()[:8]
-    path = cache / f"pool_v{vqa.SUITE_VERSION}_{digest}_seed{seed}_n{n}.pt"
+    sparse = f"_thin{thin:g}" if thin != 1 else ""
+    path = cache / f"pool_v{vqa.SUITE_VERSION}_{digest}_seed{seed}_n{n}{sparse}.pt"
     if path.exists():
         return torch.load(path)
     cache.mkdir(parents=True, exist_ok=True)
-    stream = vqa.train_items(seed, tasks)
+    stream = vqa.train_items(seed, tasks, thin)
     images, cells, input_ids, prompt_lens = [], [], [], []
     t0 = time.time()
     for start in range(0, n, 2000):
@@ -125,7 +127,7 @@ def run_steps(total: int, step_fn, warmup: int, optimizer, base_lrs, log_every=5
         if step % log_every == 0:
             print(f"  step {step}/{total} loss {loss:.4f} ({time.time() - t0:.0f}s)", flush=True)
         if eval_fn and eval_every and step and step % eval_every == 0:
-            eval_fn()
+            eval_fn(step)
 
 
 def train_vision(model, pool, steps: int, batch: int, lr: float, seed: int) -> torch.nn.Module:
@@ -215,6 +217,21 @@ def test_pool(processor, n_per_task: int, seed: int) -> dict[str, torch.Tensor]:
     }
 
 
+def parse_curriculum(text: str) -> list[tuple[float, int]]:
+    """'0.15:1000,0.3:500' -> [(0.15, 1000), (0.3, 500)]."""
+    stages = []
+    for part in text.split(","):
+        thin, _, steps = part.partition(":")
+        try:
+            stage = (float(thin), int(steps))
+        except ValueError:
+            stage = (0.0, 0)
+        if not (0 < stage[0] < 1 and stage[1] > 0):
+            raise argparse.ArgumentTypeError(f"stage {part!r}: want THIN:STEPS with 0 < THIN < 1 and STEPS > 0, e.g. 0.15:1000")
+        stages.append(stage)
+    return stages
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -234,6 +251,12 @@ def main() -> None:
     parser.add_argument("--init-from", type=Path, default=None, help="continue stage 2 from a saved model (skips stage 1)")
     parser.add_argument("--task-weights", default=None, help="sampling weight per task, e.g. relation=3,count=2 (default 1 each)")
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--checkpoints", action="store_true", help="also save OUT/step<N> at every evaluation")
+    parser.add_argument(
+        "--curriculum", type=parse_curriculum, default=[], metavar="THIN:STEPS,...",
+        help="start on sparser scenes: e.g. 0.15:1000,0.3:500 draws the first 1000 decoder steps from scenes "
+        "thinned to 15%% of the suite's object density, the next 500 from 30%%, then the suite itself",
+    )
     parser.add_argument("--primers", action="store_true", help="also train on vqa.PRIMER_TASKS (one-step lookups), a third of the pool")
     parser.add_argument("--primer-steps", type=int, default=0, help="with --primers: the first N decoder steps draw primer questions only")
     parser.add_argument("--question-first", action="store_true", help="chat template with the question before the image")
@@ -241,6 +264,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.primer_steps and not args.primers:
         parser.error("--primer-steps needs --primers (the pool holds no primer questions without it)")
+    if sum(steps for _, steps in args.curriculum) > args.vlm_steps:
+        parser.error(f"--curriculum stages add up to more than --vlm-steps {args.vlm_steps}")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -250,6 +275,11 @@ def main() -> None:
     print("building the training pool", flush=True)
     tasks = vqa.TASKS + vqa.PRIMER_TASKS if args.primers else vqa.TASKS
     pool = build_pool(processor, args.samples, args.cache, args.seed, tasks)
+    # Curriculum: (last step, pool) per sparse stage, in order; after them the full pool.
+    stages, end = [], 0
+    for thin, steps in args.curriculum:
+        end += steps
+        stages.append((end, build_pool(processor, min(args.samples, steps * args.batch), args.cache, args.seed, tasks, thin)))
     evals = test_pool(processor, 100, args.seed)
 
     if args.init_from:
@@ -257,6 +287,8 @@ def main() -> None:
         previous = json.loads((args.init_from / "training_info.json").read_text())
         vision = previous["vision_cell_accuracy"]
         print(f"continuing from {args.init_from}", flush=True)
+        if len(processor.tokenizer) > model.config.text_config.vocab_size:  # words added since (primers)
+            model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
     else:
         previous = None
         config = build_config(hidden_size=args.hidden, num_layers=args.layers, decoder=args.decoder)
@@ -283,51 +315,59 @@ def main() -> None:
         if part:
             task, value = part.split("=")
             weights[task] = float(value)
-    sample_weights = torch.tensor([weights[tasks[t]] for t in pool["tasks"].tolist()])
-
-    n = len(pool["images"])
-
-    primer_only = torch.tensor([float(tasks[t] in vqa.PRIMER_TASKS) for t in pool["tasks"].tolist()])
+    for p in [pool] + [p for _, p in stages]:
+        p["weights"] = torch.tensor([weights[tasks[t]] for t in p["tasks"].tolist()])
+        p["primer"] = torch.tensor([float(tasks[t] in vqa.PRIMER_TASKS) for t in p["tasks"].tolist()])
 
     def step_fn(step):
+        current = next((p for last, p in stages if step < last), pool)
         if step < args.primer_steps:  # curriculum: the one-step lookups first
-            idx = torch.multinomial(primer_only, args.batch, replacement=True, generator=gen)
+            idx = torch.multinomial(current["primer"], args.batch, replacement=True, generator=gen)
         elif args.task_weights:
-            idx = torch.multinomial(sample_weights, args.batch, replacement=True, generator=gen)
+            idx = torch.multinomial(current["weights"], args.batch, replacement=True, generator=gen)
         else:
-            idx = torch.randint(0, n, (args.batch,), generator=gen)
-        loss = model(**lm_batch(pool, idx, pad, args.device)).loss
+            idx = torch.randint(0, len(current["images"]), (args.batch,), generator=gen)
+        loss = model(**lm_batch(current, idx, pad, args.device)).loss
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         return loss.item()
 
-    run_steps(
-        args.vlm_steps, step_fn, args.warmup, optimizer, [args.lr], log_every=100,
-        eval_fn=lambda: print("  eval:", json.dumps({k: round(v, 3) for k, v in answer_accuracy(model, processor, evals).items()}), flush=True),
-        eval_every=args.eval_every,
-    )
+    def info(accuracy: dict, step: int) -> dict:
+        return {
+            "continued_from": previous, "step": step,
+            "task_weights": args.task_weights,
+            "training_tasks": list(tasks), "primer_steps": args.primer_steps,
+            "question_first": args.question_first, "vision_from": str(args.vision_from) if args.vision_from else None,
+            "seed": args.seed, "decoder": args.decoder, "samples": args.samples, "vision_steps": args.vision_steps,
+            "vlm_steps": args.vlm_steps, "batch": args.batch, "lr": args.lr, "threads": args.threads, "device": args.device,
+            "curriculum": args.curriculum,
+            "vision_cell_accuracy": vision, "teacher_forced_accuracy": accuracy,
+            "wall_seconds": round(time.time() - started),
+            "torch": torch.__version__,
+        }
+
+    def evaluate(step: int) -> None:
+        accuracy = answer_accuracy(model, processor, evals)
+        print(f"  eval at step {step}:", json.dumps({k: round(v, 3) for k, v in accuracy.items()}), flush=True)
+        if args.checkpoints:  # a snapshot per evaluation, so a long run can be stopped at its best
+            save(copy.deepcopy(model), processor, args.out / f"step{step}", info(accuracy, step))
+
+    run_steps(args.vlm_steps, step_fn, args.warmup, optimizer, [args.lr], log_every=100, eval_fn=evaluate, eval_every=args.eval_every)
     final = answer_accuracy(model, processor, evals)
     print("final (teacher-forced, 100/task):", json.dumps(final), flush=True)
+    save(model, processor, args.out, info(final, args.vlm_steps))
+    print(f"saved to {args.out} in {round(time.time() - started)}s")
 
+
+def save(model, processor, out: Path, info: dict) -> None:
+    """fp16 on CPU, with the processor and a training_info.json that --init-from can continue."""
     model.eval()
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.to("cpu", torch.float16).save_pretrained(args.out)
-    processor.save_pretrained(args.out)
-    info = {
-        "continued_from": previous,
-        "task_weights": args.task_weights,
-        "training_tasks": list(tasks), "primer_steps": args.primer_steps,
-        "question_first": args.question_first, "vision_from": str(args.vision_from) if args.vision_from else None,
-        "seed": args.seed, "decoder": args.decoder, "samples": args.samples, "vision_steps": args.vision_steps,
-        "vlm_steps": args.vlm_steps, "batch": args.batch, "lr": args.lr, "threads": args.threads, "device": args.device,
-        "vision_cell_accuracy": vision, "teacher_forced_accuracy": final,
-        "wall_seconds": round(time.time() - started),
-        "torch": torch.__version__,
-    }
-    (args.out / "training_info.json").write_text(json.dumps(info, indent=2))
-    print(f"saved to {args.out} in {info['wall_seconds']}s")
+    out.mkdir(parents=True, exist_ok=True)
+    model.to("cpu", torch.float16).save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / "training_info.json").write_text(json.dumps(info, indent=2))
 
 
 if __name__ == "__main__":

@@ -44,3 +44,26 @@ def test_toy_run_writes_a_plain_fp16_checkpoint(tmp_path, options):
     shipped = AutoModelForImageTextToText.from_pretrained(MODEL_DIR)
     for name, tensor in shipped.model.vision_tower.state_dict().items():  # copied, then frozen
         assert torch.equal(tensor, model.model.vision_tower.state_dict()[name]), name
+
+
+def test_continuing_with_primers_and_a_sparse_curriculum(tmp_path):
+    """--init-from the shipped model: embeddings grow for the primer words; the curriculum builds its
+    own thinned pool; --checkpoints snapshots every evaluation."""
+    out, info = train(tmp_path, "--init-from", str(MODEL_DIR), "--primers", "--curriculum", "0.2:2",
+                      "--checkpoints", "--eval-every", "2")
+    pools = sorted(p.name for p in (tmp_path / "cache").glob("pool_*.pt"))
+    # the thinned stage holds 2 steps x batch 8 questions
+    assert len(pools) == 2 and pools[0].endswith("_n16_thin0.2.pt") and pools[1].endswith("_n600.pt"), pools
+    assert info["curriculum"] == [[0.2, 2]] and info["step"] == 3
+    snapshot = json.loads((out / "step2" / "training_info.json").read_text())
+    assert snapshot["step"] == 2
+    model = AutoModelForImageTextToText.from_pretrained(out / "step2")
+    assert model.config.text_config.vocab_size == len(AutoProcessor.from_pretrained(out).tokenizer) > 69
+
+
+@pytest.mark.parametrize("curriculum, message", [("1.5:2", "0 < THIN < 1"), ("0.2:9", "more than --vlm-steps")])
+def test_bad_curriculum_is_a_usage_error(tmp_path, curriculum, message):
+    run = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "m"), *TOY, "--curriculum", curriculum],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and message in run.stderr, run.stderr[-500:]
+    assert not (tmp_path / "m").exists()
