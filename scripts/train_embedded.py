@@ -315,9 +315,10 @@ def main() -> None:
         if part:
             task, value = part.split("=")
             weights[task] = float(value)
-    for p in [pool] + [p for _, p in stages]:
-        p["weights"] = torch.tensor([weights[tasks[t]] for t in p["tasks"].tolist()])
-        p["primer"] = torch.tensor([float(tasks[t] in vqa.PRIMER_TASKS) for t in p["tasks"].tolist()])
+    task_weight = torch.tensor([weights[t] for t in tasks])
+    task_primer = torch.tensor([float(t in vqa.PRIMER_TASKS) for t in tasks])
+    for p in [pool] + [p for _, p in stages]:  # per-question sampling weights, from each one's task
+        p["weights"], p["primer"] = task_weight[p["tasks"]], task_primer[p["tasks"]]
 
     def step_fn(step):
         current = next((p for last, p in stages if step < last), pool)
