@@ -78,7 +78,7 @@ def build_pool(processor, n: int, cache: Path, seed: int, tasks: tuple[str, ...]
         raw = np.stack([np.asarray(s["images"][0]) for s in samples])
         assert torch.allclose(to_pixels(raw), encoded["pixel_values"], atol=1e-5), "pixel normalisation drifted"
         prompts = processor.tokenizer([chat.prompt_text(processor, s) for s in samples])["input_ids"]
-        n_image = processor.image_seq_length if hasattr(processor, "image_seq_length") else 16
+        n_image = vqa.GRID * vqa.GRID  # one image token per grid cell (see build_config)
         prompt_lens += [len(p) + n_image - 1 for p in prompts]  # <image> expands to n_image tokens
         images.append(raw)
         cells.append(np.stack([cell_labels(item.scene) for item in items]))
@@ -199,21 +199,33 @@ def answer_accuracy(model, processor, eval_pool) -> dict[str, float]:
     model.train()
     hits = torch.cat(hits).float()
     tasks = eval_pool["tasks"]
-    result = {t: hits[tasks == i].mean().item() for i, t in enumerate(vqa.TASKS)}
-    result["overall"] = hits.mean().item()
+    result = {t: hits[tasks == i].mean().item() for i, t in enumerate(eval_pool["names"])}
+    result["overall"] = hits[tasks < len(vqa.TASKS)].mean().item()  # the suite's tasks only
     return result
 
 
-def test_pool(processor, n_per_task: int, seed: int) -> dict[str, torch.Tensor]:
+def test_pool(processor, n_per_task: int, seed: int, primers: bool = False) -> dict:
+    """Held-out questions, n_per_task of each task; with primers, also n_per_task of each primer.
+
+    Primers have no held-out split: theirs come from the training stream of another seed, a probe
+    of whether the one-step skills are there (scenes may repeat ones trained on, questions rarely).
+    """
     samples = vqa.load_split("test", n_per_task, seed=seed)
+    names = list(vqa.TASKS)
+    if primers:
+        stream = vqa.train_items(seed + 1, vqa.PRIMER_TASKS)
+        samples += [vqa.to_sample(next(stream)) for _ in range(n_per_task * len(vqa.PRIMER_TASKS))]
+        names += list(vqa.PRIMER_TASKS)
     full = [processor.apply_chat_template(chat.to_messages(s)) for s in samples]
     encoded = processor(text=full, images=[s["images"] for s in samples], return_tensors="pt", padding="max_length", max_length=48)
     prompts = processor.tokenizer([chat.prompt_text(processor, s) for s in samples])["input_ids"]
+    n_image = vqa.GRID * vqa.GRID
     return {
         "images": torch.from_numpy(np.stack([np.asarray(s["images"][0]) for s in samples])),
         "input_ids": encoded["input_ids"].to(torch.int16),
-        "prompt_lens": torch.tensor([len(p) + 15 for p in prompts]),
-        "tasks": torch.tensor([vqa.TASKS.index(s["source"]) for s in samples]),
+        "prompt_lens": torch.tensor([len(p) + n_image - 1 for p in prompts]),
+        "tasks": torch.tensor([names.index(s["source"]) for s in samples]),
+        "names": names,
     }
 
 
@@ -280,7 +292,7 @@ def main() -> None:
     for thin, steps in args.curriculum:
         end += steps
         stages.append((end, build_pool(processor, min(args.samples, steps * args.batch), args.cache, args.seed, tasks, thin)))
-    evals = test_pool(processor, 100, args.seed)
+    evals = test_pool(processor, 100, args.seed, primers=args.primers)
 
     if args.init_from:
         model = LlavaForConditionalGeneration.from_pretrained(args.init_from, dtype=torch.float32).to(args.device)

@@ -39,7 +39,7 @@ def test_toy_run_writes_a_plain_fp16_checkpoint(tmp_path, options):
         assert prompt.index("<image>") < prompt.index("how")
         return
     assert model.config.text_config.model_type == "llama" and info["primer_steps"] == 2
-    assert info["training_tasks"][-3:] == list(vqa.PRIMER_TASKS)
+    assert info["training_tasks"][len(vqa.TASKS):] == list(vqa.PRIMER_TASKS)
     assert prompt.index("<image>") > prompt.index("how")  # question first
     shipped = AutoModelForImageTextToText.from_pretrained(MODEL_DIR)
     for name, tensor in shipped.model.vision_tower.state_dict().items():  # copied, then frozen
@@ -55,6 +55,10 @@ def test_continuing_with_primers_and_a_sparse_curriculum(tmp_path):
     # the thinned stage holds 2 steps x batch 8 questions
     assert len(pools) == 2 and pools[0].endswith("_n16_thin0.2.pt") and pools[1].endswith("_n600.pt"), pools
     assert info["curriculum"] == [[0.2, 2]] and info["step"] == 3
+    # primers are probed too, but "overall" stays the suite's own tasks
+    accuracy = info["teacher_forced_accuracy"]
+    assert set(accuracy) == {*vqa.TASKS, *vqa.PRIMER_TASKS, "overall"}
+    assert accuracy["overall"] == pytest.approx(sum(accuracy[t] for t in vqa.TASKS) / len(vqa.TASKS))
     snapshot = json.loads((out / "step2" / "training_info.json").read_text())
     assert snapshot["step"] == 2
     model = AutoModelForImageTextToText.from_pretrained(out / "step2")

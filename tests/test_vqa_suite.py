@@ -136,6 +136,15 @@ def test_primer_answers_agree_with_an_independent_reading_of_the_scene():
         colour = words[0] if words[0] in vqa.COLOURS else None
         kind = words[-1] if words[-1] in vqa.SHAPES else None
         assert item.answer == ("yes" if any(vqa._matches(obj, colour, kind) for obj in item.scene) else "no")
+        item = vqa.make_item("neighbour", "train", i)  # "where is [D2 the cell] D1 the C S ?"
+        words = item.question[len("where is ") : -2].split()
+        cell = item.scene.index(shape(*words[-2:]))
+        moves = {"left": (0, -1), "right": (0, 1), "above": (-1, 0), "below": (1, 0)}
+        row, col = divmod(cell, vqa.GRID)
+        for word in reversed([w for w in words if w in moves]):  # the innermost hop first
+            row, col = row + moves[word][0], col + moves[word][1]
+        assert 0 <= row < vqa.GRID and 0 <= col < vqa.GRID
+        assert item.answer == f"row {row + 1} column {col + 1}"
     answers = [vqa.make_item("exists", "train", i).answer for i in range(400)]
     assert 0.4 < answers.count("yes") / len(answers) < 0.6
 

@@ -34,10 +34,11 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("square", "circle", "triangle", "cross")
 DIRECTIONS = {"left of": (0, -1), "right of": (0, 1), "above": (-1, 0), "below": (1, 0)}
 TASKS = ("count", "compare", "relation", "line_count", "digit_sum", "digit_max")
-# Training-only one-step questions, each a primitive that the evaluated tasks chain: find an
-# object by content, read a cell by position, test a conjunction. The embedded trainer mixes them in
+# Training-only questions, each a primitive that the evaluated tasks chain: find an object by
+# content, read a cell by position, test a conjunction, and name the cell a relation question
+# points to (relation without its last step, reading the cell). The embedded trainer mixes them in
 # on request (--primers, optionally first: --primer-steps); never in calibration or test.
-PRIMER_TASKS = ("locate", "lookup", "exists")
+PRIMER_TASKS = ("locate", "lookup", "exists", "neighbour")
 SPLITS = ("train", "calib", "test")
 SUITE_VERSION = 2  # bump when generation changes, so cached training pools are rebuilt
 
@@ -181,7 +182,8 @@ def _step(cell: int, direction: str) -> int | None:
     return row * GRID + col if 0 <= row < GRID and 0 <= col < GRID else None
 
 
-def _task_relation(rng, digits, thin) -> Item:
+def _hop_question(rng: np.random.Generator, thin: float) -> tuple[list[Obj], str, int]:
+    """A scene, a phrase naming a cell by one or two hops from a unique shape, and that cell."""
     while True:
         scene = _shape_scene(rng, 0.45, 0.85, thin)
         anchors = _unique_shapes(scene)
@@ -200,6 +202,11 @@ def _task_relation(rng, digits, thin) -> Item:
     where = f"{hops[0]} the {colour} {shape}"
     if len(hops) == 2:
         where = f"{hops[1]} the cell {where}"
+    return scene, where, cell
+
+
+def _task_relation(rng, digits, thin) -> Item:
+    scene, where, cell = _hop_question(rng, thin)
     return Item("relation", tuple(scene), f"what is {where} ?", _describe(scene[cell]))
 
 
@@ -261,6 +268,12 @@ def _task_lookup(rng, digits, thin) -> Item:
     return Item("lookup", tuple(scene), f"what is at {_where(cell)} ?", _describe(scene[cell]))
 
 
+def _task_neighbour(rng, digits, thin) -> Item:
+    """Relation's question asking for the cell's position instead of its content."""
+    scene, where, cell = _hop_question(rng, thin)
+    return Item("neighbour", tuple(scene), f"where is {where} ?", _where(cell))
+
+
 def _task_exists(rng, digits, thin) -> Item:
     scene = _shape_scene(rng, 0.2, 0.6, thin)
     want = rng.random() < 0.5  # balance yes / no
@@ -282,6 +295,7 @@ _MAKERS = {
     "locate": _task_locate,
     "lookup": _task_lookup,
     "exists": _task_exists,
+    "neighbour": _task_neighbour,
 }
 assert tuple(_MAKERS) == TASKS + PRIMER_TASKS
 
