@@ -145,6 +145,13 @@ def test_primer_answers_agree_with_an_independent_reading_of_the_scene():
             row, col = row + moves[word][0], col + moves[word][1]
         assert 0 <= row < vqa.GRID and 0 <= col < vqa.GRID
         assert item.answer == f"row {row + 1} column {col + 1}"
+        item = vqa.make_item("line_at", "train", i)  # "how many things share a L with row R column C ?"
+        words = item.question.split()
+        line, row, col = words[5], int(words[8]) - 1, int(words[10]) - 1
+        others = [(r, c) for r in range(vqa.GRID) for c in range(vqa.GRID) if (r, c) != (row, col) and (r == row if line == "row" else c == col)]
+        assert item.answer == str(sum(item.scene[r * vqa.GRID + c] is not None for r, c in others))
+        item = vqa.make_item("total", "train", i)
+        assert item.answer == str(len(item.scene) - item.scene.count(None))
     answers = [vqa.make_item("exists", "train", i).answer for i in range(400)]
     assert 0.4 < answers.count("yes") / len(answers) < 0.6
 

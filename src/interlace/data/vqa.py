@@ -35,10 +35,12 @@ SHAPES = ("square", "circle", "triangle", "cross")
 DIRECTIONS = {"left of": (0, -1), "right of": (0, 1), "above": (-1, 0), "below": (1, 0)}
 TASKS = ("count", "compare", "relation", "line_count", "digit_sum", "digit_max")
 # Training-only questions, each a primitive that the evaluated tasks chain: find an object by
-# content, read a cell by position, test a conjunction, and name the cell a relation question
-# points to (relation without its last step, reading the cell). The embedded trainer mixes them in
-# on request (--primers, optionally first: --primer-steps); never in calibration or test.
-PRIMER_TASKS = ("locate", "lookup", "exists", "neighbour")
+# content (locate), read a cell by position (lookup), test a conjunction (exists), name the cell a
+# relation question points to (neighbour: relation without reading the cell), count a line through
+# a cell named by position (line_at: line_count without finding the object), count everything
+# (total: count without selecting). The embedded trainer mixes them in on request (--primers,
+# optionally first: --primer-steps); never in calibration or test.
+PRIMER_TASKS = ("locate", "lookup", "exists", "neighbour", "line_at", "total")
 SPLITS = ("train", "calib", "test")
 SUITE_VERSION = 2  # bump when generation changes, so cached training pools are rebuilt
 
@@ -219,14 +221,19 @@ def _scene_with_anchor(rng: np.random.Generator, low: float, high: float, thin: 
             return scene, int(rng.choice(anchors))
 
 
+def _line_question(rng: np.random.Generator, scene: list[Obj], cell: int) -> tuple[str, str]:
+    """'row' or 'column', and how many other cells of that line through `cell` hold something."""
+    line = str(rng.choice(["row", "column"]))
+    row, col = divmod(cell, GRID)
+    cells = [row * GRID + c for c in range(GRID)] if line == "row" else [r * GRID + col for r in range(GRID)]
+    return line, str(sum(scene[c] is not None for c in cells if c != cell))
+
+
 def _task_line_count(rng, digits, thin) -> Item:
     scene, anchor = _scene_with_anchor(rng, 0.35, 0.8, thin)
-    line = str(rng.choice(["row", "column"]))
-    row, col = divmod(anchor, GRID)
-    cells = [row * GRID + c for c in range(GRID)] if line == "row" else [r * GRID + col for r in range(GRID)]
-    n = sum(scene[c] is not None for c in cells if c != anchor)
+    line, n = _line_question(rng, scene, anchor)
     _, colour, shape = scene[anchor]
-    return Item("line_count", tuple(scene), f"how many things share a {line} with the {colour} {shape} ?", str(n))
+    return Item("line_count", tuple(scene), f"how many things share a {line} with the {colour} {shape} ?", n)
 
 
 def _digit_scene(rng, digits: np.ndarray, n_digits: int, thin: float) -> tuple[list[Obj], list[int]]:
@@ -274,6 +281,20 @@ def _task_neighbour(rng, digits, thin) -> Item:
     return Item("neighbour", tuple(scene), f"where is {where} ?", _where(cell))
 
 
+def _task_line_at(rng, digits, thin) -> Item:
+    """line_count with its cell named by position instead of content."""
+    scene = _shape_scene(rng, 0.35, 0.8, thin)
+    cell = int(rng.integers(GRID * GRID))
+    line, n = _line_question(rng, scene, cell)
+    return Item("line_at", tuple(scene), f"how many things share a {line} with {_where(cell)} ?", n)
+
+
+def _task_total(rng, digits, thin) -> Item:
+    """Counting without selecting: every object in the scene."""
+    scene = _shape_scene(rng, 0.2, 0.6, thin)
+    return Item("total", tuple(scene), "how many things are there ?", str(sum(obj is not None for obj in scene)))
+
+
 def _task_exists(rng, digits, thin) -> Item:
     scene = _shape_scene(rng, 0.2, 0.6, thin)
     want = rng.random() < 0.5  # balance yes / no
@@ -296,6 +317,8 @@ _MAKERS = {
     "lookup": _task_lookup,
     "exists": _task_exists,
     "neighbour": _task_neighbour,
+    "line_at": _task_line_at,
+    "total": _task_total,
 }
 assert tuple(_MAKERS) == TASKS + PRIMER_TASKS
 
