@@ -150,6 +150,12 @@ def test_primer_answers_agree_with_an_independent_reading_of_the_scene():
         line, row, col = words[5], int(words[8]) - 1, int(words[10]) - 1
         others = [(r, c) for r in range(vqa.GRID) for c in range(vqa.GRID) if (r, c) != (row, col) and (r == row if line == "row" else c == col)]
         assert item.answer == str(sum(item.scene[r * vqa.GRID + c] is not None for r, c in others))
+        item = vqa.make_item("relation_at", "train", i)  # "what is [D2 the cell] D1 row R column C ?"
+        words = item.question[len("what is ") : -2].split()
+        row, col = int(words[-3]) - 1, int(words[-1]) - 1
+        for word in reversed([w for w in words if w in moves]):
+            row, col = row + moves[word][0], col + moves[word][1]
+        assert item.answer == vqa._describe(item.scene[row * vqa.GRID + col])
         item = vqa.make_item("total", "train", i)
         assert item.answer == str(len(item.scene) - item.scene.count(None))
     answers = [vqa.make_item("exists", "train", i).answer for i in range(400)]

@@ -38,9 +38,10 @@ TASKS = ("count", "compare", "relation", "line_count", "digit_sum", "digit_max")
 # content (locate), read a cell by position (lookup), test a conjunction (exists), name the cell a
 # relation question points to (neighbour: relation without reading the cell), count a line through
 # a cell named by position (line_at: line_count without finding the object), count everything
-# (total: count without selecting). The embedded trainer mixes them in on request (--primers,
-# optionally first: --primer-steps); never in calibration or test.
-PRIMER_TASKS = ("locate", "lookup", "exists", "neighbour", "line_at", "total")
+# (total: count without selecting), read a cell a hop or two from one named by position
+# (relation_at: relation without finding its anchor). The embedded trainer mixes them in on
+# request (--primers, optionally first: --primer-steps); never in calibration or test.
+PRIMER_TASKS = ("locate", "lookup", "exists", "neighbour", "line_at", "total", "relation_at")
 SPLITS = ("train", "calib", "test")
 SUITE_VERSION = 2  # bump when generation changes, so cached training pools are rebuilt
 
@@ -289,6 +290,23 @@ def _task_line_at(rng, digits, thin) -> Item:
     return Item("line_at", tuple(scene), f"how many things share a {line} with {_where(cell)} ?", n)
 
 
+def _task_relation_at(rng, digits, thin) -> Item:
+    """relation with its anchor named by position: the hops and the read, without the find."""
+    scene = _shape_scene(rng, 0.45, 0.85, thin)
+    while True:
+        anchor = int(rng.integers(GRID * GRID))
+        hops = [str(rng.choice(list(DIRECTIONS))) for _ in range(int(rng.integers(1, 3)))]
+        cell: int | None = anchor
+        for direction in hops:
+            cell = _step(cell, direction) if cell is not None else None
+        if cell is not None:
+            break
+    where = f"{hops[0]} {_where(anchor)}"
+    if len(hops) == 2:
+        where = f"{hops[1]} the cell {where}"
+    return Item("relation_at", tuple(scene), f"what is {where} ?", _describe(scene[cell]))
+
+
 def _task_total(rng, digits, thin) -> Item:
     """Counting without selecting: every object in the scene."""
     scene = _shape_scene(rng, 0.2, 0.6, thin)
@@ -319,6 +337,7 @@ _MAKERS = {
     "neighbour": _task_neighbour,
     "line_at": _task_line_at,
     "total": _task_total,
+    "relation_at": _task_relation_at,
 }
 assert tuple(_MAKERS) == TASKS + PRIMER_TASKS
 
