@@ -185,6 +185,23 @@ def _step(cell: int, direction: str) -> int | None:
     return row * GRID + col if 0 <= row < GRID and 0 <= col < GRID else None
 
 
+def _hops(rng: np.random.Generator, anchor: int) -> tuple[list[str], int | None]:
+    """One or two random directions from `anchor`, and the cell they reach (None: off the grid)."""
+    hops = [str(rng.choice(list(DIRECTIONS))) for _ in range(int(rng.integers(1, 3)))]
+    cell: int | None = anchor
+    for direction in hops:
+        cell = _step(cell, direction)
+        if cell is None:
+            break
+    return hops, cell
+
+
+def _hop_phrase(hops: list[str], anchor: str) -> str:
+    """'left of the red cross', or 'below the cell left of the red cross' for two hops."""
+    where = f"{hops[0]} {anchor}"
+    return f"{hops[1]} the cell {where}" if len(hops) == 2 else where
+
+
 def _hop_question(rng: np.random.Generator, thin: float) -> tuple[list[Obj], str, int]:
     """A scene, a phrase naming a cell by one or two hops from a unique shape, and that cell."""
     while True:
@@ -193,19 +210,11 @@ def _hop_question(rng: np.random.Generator, thin: float) -> tuple[list[Obj], str
         if not anchors:
             continue
         anchor = int(rng.choice(anchors))
-        hops = [str(rng.choice(list(DIRECTIONS))) for _ in range(int(rng.integers(1, 3)))]
-        cell: int | None = anchor
-        for direction in hops:
-            cell = _step(cell, direction)
-            if cell is None:
-                break
+        hops, cell = _hops(rng, anchor)
         if cell is not None:
             break
     _, colour, shape = scene[anchor]
-    where = f"{hops[0]} the {colour} {shape}"
-    if len(hops) == 2:
-        where = f"{hops[1]} the cell {where}"
-    return scene, where, cell
+    return scene, _hop_phrase(hops, f"the {colour} {shape}"), cell
 
 
 def _task_relation(rng, digits, thin) -> Item:
@@ -295,16 +304,10 @@ def _task_relation_at(rng, digits, thin) -> Item:
     scene = _shape_scene(rng, 0.45, 0.85, thin)
     while True:
         anchor = int(rng.integers(GRID * GRID))
-        hops = [str(rng.choice(list(DIRECTIONS))) for _ in range(int(rng.integers(1, 3)))]
-        cell: int | None = anchor
-        for direction in hops:
-            cell = _step(cell, direction) if cell is not None else None
+        hops, cell = _hops(rng, anchor)
         if cell is not None:
             break
-    where = f"{hops[0]} {_where(anchor)}"
-    if len(hops) == 2:
-        where = f"{hops[1]} the cell {where}"
-    return Item("relation_at", tuple(scene), f"what is {where} ?", _describe(scene[cell]))
+    return Item("relation_at", tuple(scene), f"what is {_hop_phrase(hops, _where(anchor))} ?", _describe(scene[cell]))
 
 
 def _task_total(rng, digits, thin) -> Item:
