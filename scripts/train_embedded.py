@@ -58,6 +58,18 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
     return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
 
 
+def encode(processor, samples: list[dict]) -> tuple[np.ndarray, torch.Tensor, list[int]]:
+    """uint8 images, left-padded int16 token ids of the whole chat, and each prompt's length."""
+    full = [processor.apply_chat_template(chat.to_messages(s)) for s in samples]
+    encoded = processor(text=full, images=[s["images"] for s in samples], return_tensors="pt", padding="max_length", max_length=48)
+    raw = np.stack([np.asarray(s["images"][0]) for s in samples])
+    assert torch.allclose(to_pixels(raw), encoded["pixel_values"], atol=1e-5), "pixel normalisation drifted"
+    prompts = processor.tokenizer([chat.prompt_text(processor, s) for s in samples])["input_ids"]
+    n_image = vqa.GRID * vqa.GRID  # one image token per grid cell (see build_config)
+    lens = [len(p) + n_image - 1 for p in prompts]  # <image> expands to n_image tokens
+    return raw, encoded["input_ids"].to(torch.int16), lens
+
+
 def build_pool(processor, n: int, cache: Path, seed: int, tasks: tuple[str, ...], thin: float = 1.0) -> dict[str, torch.Tensor]:
     # The pool holds token ids, so a new chat template or vocabulary rebuilds it like a suite change.
     vocab = json.dumps(sorted(processor.tokenizer.get_vocab().items()))
@@ -72,17 +84,11 @@ def build_pool(processor, n: int, cache: Path, seed: int, tasks: tuple[str, ...]
     t0 = time.time()
     for start in range(0, n, 2000):
         items = [next(stream) for _ in range(min(2000, n - start))]
-        samples = [vqa.to_sample(item) for item in items]
-        full = [processor.apply_chat_template(chat.to_messages(s)) for s in samples]
-        encoded = processor(text=full, images=[s["images"] for s in samples], return_tensors="pt", padding="max_length", max_length=48)
-        raw = np.stack([np.asarray(s["images"][0]) for s in samples])
-        assert torch.allclose(to_pixels(raw), encoded["pixel_values"], atol=1e-5), "pixel normalisation drifted"
-        prompts = processor.tokenizer([chat.prompt_text(processor, s) for s in samples])["input_ids"]
-        n_image = vqa.GRID * vqa.GRID  # one image token per grid cell (see build_config)
-        prompt_lens += [len(p) + n_image - 1 for p in prompts]  # <image> expands to n_image tokens
+        raw, ids, lens = encode(processor, [vqa.to_sample(item) for item in items])
         images.append(raw)
         cells.append(np.stack([cell_labels(item.scene) for item in items]))
-        input_ids.append(encoded["input_ids"].to(torch.int16))
+        input_ids.append(ids)
+        prompt_lens += lens
         print(f"  pool {start + len(items)}/{n} ({time.time() - t0:.0f}s)", flush=True)
     pool = {
         "images": torch.from_numpy(np.concatenate(images)),
@@ -216,14 +222,11 @@ def test_pool(processor, n_per_task: int, seed: int, primers: bool = False) -> d
         stream = vqa.train_items(seed + 1, vqa.PRIMER_TASKS)
         samples += [vqa.to_sample(next(stream)) for _ in range(n_per_task * len(vqa.PRIMER_TASKS))]
         names += list(vqa.PRIMER_TASKS)
-    full = [processor.apply_chat_template(chat.to_messages(s)) for s in samples]
-    encoded = processor(text=full, images=[s["images"] for s in samples], return_tensors="pt", padding="max_length", max_length=48)
-    prompts = processor.tokenizer([chat.prompt_text(processor, s) for s in samples])["input_ids"]
-    n_image = vqa.GRID * vqa.GRID
+    raw, input_ids, prompt_lens = encode(processor, samples)
     return {
-        "images": torch.from_numpy(np.stack([np.asarray(s["images"][0]) for s in samples])),
-        "input_ids": encoded["input_ids"].to(torch.int16),
-        "prompt_lens": torch.tensor([len(p) + n_image - 1 for p in prompts]),
+        "images": torch.from_numpy(raw),
+        "input_ids": input_ids,
+        "prompt_lens": torch.tensor(prompt_lens),
         "tasks": torch.tensor([names.index(s["source"]) for s in samples]),
         "names": names,
     }
