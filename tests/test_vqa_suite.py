@@ -156,6 +156,25 @@ def test_primer_answers_agree_with_an_independent_reading_of_the_scene():
         for word in reversed([w for w in words if w in moves]):
             row, col = row + moves[word][0], col + moves[word][1]
         assert item.answer == vqa._describe(item.scene[row * vqa.GRID + col])
+        item = vqa.make_item("line_total", "train", i)  # "how many things are in L N ?"
+        line, index = item.question.split()[5], int(item.question.split()[6]) - 1
+        cells = [(index, c) if line == "row" else (c, index) for c in range(vqa.GRID)]
+        assert item.answer == str(sum(item.scene[r * vqa.GRID + c] is not None for r, c in cells))
+        item = vqa.make_item("relation_cot", "train", i)  # relation's question; position, then content
+        hops = item.question[len("what is ") : -2].split(" the ")
+        cell = item.scene.index(shape(*hops[-1].split()))
+        for hop in reversed(hops[:-1]):
+            cell = vqa._step(cell, hop.removeprefix("cell "))
+        steps = vqa.COT_STEPS["relation_cot"]
+        assert " ".join(item.answer.split()[:steps]) == f"row {cell // vqa.GRID + 1} column {cell % vqa.GRID + 1}"
+        assert " ".join(item.answer.split()[steps:]) == vqa._describe(item.scene[cell])
+        item = vqa.make_item("line_cot", "train", i)  # line_count's question; the line, then the count
+        line, index, n = item.answer.split()
+        words = item.question.split()
+        cell = item.scene.index(shape(words[-3], words[-2]))
+        assert line == words[5] and int(index) - 1 == (cell // vqa.GRID if line == "row" else cell % vqa.GRID)
+        cells = [(int(index) - 1, c) if line == "row" else (c, int(index) - 1) for c in range(vqa.GRID)]
+        assert int(n) == sum(item.scene[r * vqa.GRID + c] is not None for r, c in cells) - 1
         item = vqa.make_item("total", "train", i)
         assert item.answer == str(len(item.scene) - item.scene.count(None))
     answers = [vqa.make_item("exists", "train", i).answer for i in range(400)]

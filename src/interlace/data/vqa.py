@@ -39,9 +39,14 @@ TASKS = ("count", "compare", "relation", "line_count", "digit_sum", "digit_max")
 # relation question points to (neighbour: relation without reading the cell), count a line through
 # a cell named by position (line_at: line_count without finding the object), count everything
 # (total: count without selecting), read a cell a hop or two from one named by position
-# (relation_at: relation without finding its anchor). The embedded trainer mixes them in on
+# (relation_at: relation without finding its anchor), count the objects of a row or column named
+# by number (line_total: line_at without leaving its cell out). Two more ask a suite question but
+# answer it with its intermediate step spelled out first (relation_cot: "row 2 column 3 red cross",
+# line_cot: "row 2 1"), for a trainer that drops those words a few at a time (COT_STEPS) until the
+# answer is the suite's own, so the decoder learns to do the step silently. The embedded trainer mixes them in on
 # request (--primers, optionally first: --primer-steps); never in calibration or test.
-PRIMER_TASKS = ("locate", "lookup", "exists", "neighbour", "line_at", "total", "relation_at")
+PRIMER_TASKS = ("locate", "lookup", "exists", "neighbour", "line_at", "total", "relation_at", "line_total", "relation_cot", "line_cot")
+COT_STEPS = {"relation_cot": 4, "line_cot": 2}  # words before the suite's answer
 SPLITS = ("train", "calib", "test")
 SUITE_VERSION = 2  # bump when generation changes, so cached training pools are rebuilt
 
@@ -316,6 +321,31 @@ def _task_total(rng, digits, thin) -> Item:
     return Item("total", tuple(scene), "how many things are there ?", str(sum(obj is not None for obj in scene)))
 
 
+def _task_line_total(rng, digits, thin) -> Item:
+    """Counting one line named by number: line_at with no cell to leave out."""
+    scene = _shape_scene(rng, 0.35, 0.8, thin)
+    line, index = str(rng.choice(["row", "column"])), int(rng.integers(GRID))
+    cells = [index * GRID + c for c in range(GRID)] if line == "row" else [r * GRID + index for r in range(GRID)]
+    n = sum(scene[c] is not None for c in cells)
+    return Item("line_total", tuple(scene), f"how many things are in {line} {index + 1} ?", str(n))
+
+
+def _task_relation_cot(rng, digits, thin) -> Item:
+    """relation, answered with the cell's position first: neighbour's answer, then relation's."""
+    scene, where, cell = _hop_question(rng, thin)
+    return Item("relation_cot", tuple(scene), f"what is {where} ?", f"{_where(cell)} {_describe(scene[cell])}")
+
+
+def _task_line_cot(rng, digits, thin) -> Item:
+    """line_count, answered with the line's name first: 'row 2' then the count."""
+    scene, anchor = _scene_with_anchor(rng, 0.35, 0.8, thin)
+    line, n = _line_question(rng, scene, anchor)
+    row, col = divmod(anchor, GRID)
+    _, colour, shape = scene[anchor]
+    index = row + 1 if line == "row" else col + 1
+    return Item("line_cot", tuple(scene), f"how many things share a {line} with the {colour} {shape} ?", f"{line} {index} {n}")
+
+
 def _task_exists(rng, digits, thin) -> Item:
     scene = _shape_scene(rng, 0.2, 0.6, thin)
     want = rng.random() < 0.5  # balance yes / no
@@ -341,6 +371,9 @@ _MAKERS = {
     "line_at": _task_line_at,
     "total": _task_total,
     "relation_at": _task_relation_at,
+    "line_total": _task_line_total,
+    "relation_cot": _task_relation_cot,
+    "line_cot": _task_line_cot,
 }
 assert tuple(_MAKERS) == TASKS + PRIMER_TASKS
 

@@ -58,7 +58,7 @@ CONTENT_WORDS = (
 
 # Words only the training-only primer questions use (vqa.PRIMER_TASKS). They come last so every
 # other token keeps the id it has in the shipped tokenizer.
-PRIMER_WORDS = "where at"
+PRIMER_WORDS = "where at in"
 
 
 def vocabulary() -> list[str]:
