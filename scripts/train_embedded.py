@@ -232,6 +232,23 @@ def test_pool(processor, n_per_task: int, seed: int, primers: bool = False) -> d
     }
 
 
+def drop_cot_words(pool: dict, names: list[str], k: int, pad_id: int) -> None:
+    """In place: the chain-of-thought primers' answers lose their first k words (one token each).
+
+    The pool keeps the full answers on disk, so every step of the schedule (--cot-drop 0, 1, ...)
+    shares one cached pool. Rows stay left padded: the dropped tokens become padding on the left.
+    """
+    for index, name in enumerate(names):
+        drop = min(k, vqa.COT_STEPS.get(name, 0))
+        if not drop:
+            continue
+        ids = pool["input_ids"]
+        for row in (pool["tasks"] == index).nonzero().flatten().tolist():
+            start = int((ids[row] == pad_id).sum()) + int(pool["prompt_lens"][row])  # first answer token
+            kept = torch.cat([ids[row, :start], ids[row, start + drop:]])
+            ids[row] = torch.cat([torch.full((drop,), pad_id, dtype=ids.dtype), kept])
+
+
 def parse_curriculum(text: str) -> list[tuple[float, int]]:
     """'0.15:1000,0.3:500' -> [(0.15, 1000), (0.3, 500)]."""
     stages = []
@@ -275,10 +292,20 @@ def main() -> None:
     parser.add_argument("--primers", action="store_true", help="also train on vqa.PRIMER_TASKS (one-step lookups), a third of the pool")
     parser.add_argument("--primer-steps", type=int, default=0, help="with --primers: the first N decoder steps draw primer questions only")
     parser.add_argument("--question-first", action="store_true", help="chat template with the question before the image")
+    parser.add_argument(
+        "--grow-layers", type=int, default=0,
+        help="with --init-from: append N decoder layers that start as the identity (copies of the last N with zero output projections)",
+    )
+    parser.add_argument(
+        "--cot-drop", type=int, default=0,
+        help="with --primers: drop the first K words of relation_cot / line_cot answers (at most vqa.COT_STEPS of each)",
+    )
     parser.add_argument("--vision-from", type=Path, default=None, help="copy a trained vision tower from this checkpoint (skips stage 1)")
     args = parser.parse_args()
     if args.primer_steps and not args.primers:
         parser.error("--primer-steps needs --primers (the pool holds no primer questions without it)")
+    if args.grow_layers and not args.init_from:
+        parser.error("--grow-layers needs --init-from (it deepens a trained decoder; set --layers for a fresh one)")
     if sum(steps for _, steps in args.curriculum) > args.vlm_steps:
         parser.error(f"--curriculum stages add up to more than --vlm-steps {args.vlm_steps}")
 
@@ -296,6 +323,8 @@ def main() -> None:
         end += steps
         stages.append((end, build_pool(processor, min(args.samples, steps * args.batch), args.cache, args.seed, tasks, thin)))
     evals = test_pool(processor, 100, args.seed, primers=args.primers)
+    for p in [pool, evals] + [p for _, p in stages]:
+        drop_cot_words(p, tasks if p is not evals else evals["names"], args.cot_drop, pad)
 
     if args.init_from:
         model = LlavaForConditionalGeneration.from_pretrained(args.init_from, dtype=torch.float32).to(args.device)
@@ -304,6 +333,9 @@ def main() -> None:
         print(f"continuing from {args.init_from}", flush=True)
         if len(processor.tokenizer) > model.config.text_config.vocab_size:  # words added since (primers)
             model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
+        if args.grow_layers:
+            grow_decoder(model, args.grow_layers)
+            print(f"  decoder grown to {model.config.text_config.num_hidden_layers} layers", flush=True)
     else:
         previous = None
         config = build_config(hidden_size=args.hidden, num_layers=args.layers, decoder=args.decoder)
@@ -358,7 +390,7 @@ def main() -> None:
             "question_first": args.question_first, "vision_from": str(args.vision_from) if args.vision_from else None,
             "seed": args.seed, "decoder": args.decoder, "samples": args.samples, "vision_steps": args.vision_steps,
             "vlm_steps": args.vlm_steps, "batch": args.batch, "lr": args.lr, "threads": args.threads, "device": args.device,
-            "curriculum": args.curriculum,
+            "curriculum": args.curriculum, "grow_layers": args.grow_layers, "cot_drop": args.cot_drop,
             "vision_cell_accuracy": vision, "teacher_forced_accuracy": accuracy,
             "wall_seconds": round(time.time() - started),
             "torch": torch.__version__,
@@ -375,6 +407,29 @@ def main() -> None:
     print("final (teacher-forced, 100/task):", json.dumps(final), flush=True)
     save(model, processor, args.out, info(final, args.vlm_steps))
     print(f"saved to {args.out} in {round(time.time() - started)}s")
+
+
+def grow_decoder(model, n: int) -> None:
+    """Append n decoder layers that leave the model's function unchanged until they are trained.
+
+    Each is a copy of one of the last n layers (its attention patterns and MLP features are a
+    start) whose attention output and MLP down projections are zero, so it adds nothing to the
+    residual stream: a find that happens late in the decoder gets layers after it to build on.
+    """
+    layers = model.model.language_model.layers
+    text = model.config.text_config
+    for source in list(layers)[-n:]:
+        layer = copy.deepcopy(source)
+        layer.self_attn.o_proj.weight.data.zero_()
+        layer.mlp.down_proj.weight.data.zero_()
+        layers.append(layer)
+    for position, layer in enumerate(layers):
+        for module in layer.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = position
+    if getattr(text, "layer_types", None):
+        text.layer_types = list(text.layer_types) + list(text.layer_types[-n:])
+    text.num_hidden_layers = len(layers)
 
 
 def save(model, processor, out: Path, info: dict) -> None:
