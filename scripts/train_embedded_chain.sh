@@ -18,6 +18,7 @@ mkdir -p "$work"
 # each stage below names the ones it trains (a type not named would get weight 1).
 none=count=0,compare=0,relation=0,line_count=0,digit_sum=0,digit_max=0
 none=$none,locate=0,lookup=0,exists=0,neighbour=0,line_at=0,total=0,relation_at=0
+none=$none,line_total=0,relation_cot=0,line_cot=0
 
 stage() {  # stage NAME FROM [trainer options]: train WORK/NAME from WORK/FROM (or from scratch)
     local name=$1 from=$2
@@ -49,10 +50,10 @@ stage s3-lookup s2-locate --primers --task-weights $none,locate=1,lookup=3,neigh
 stage s4-lookup s3-lookup --primers --task-weights $none,locate=1,lookup=3 \
     --vlm-steps 900 --lr 1e-3 --warmup 50 --eval-every 300
 # 5-7. Everything again, the composed tasks weighted up (14 + 15 + 14 min).
-mixed=relation=2,line_count=2,count=2,compare=1,digit_sum=0.5,digit_max=0.5
+mixed=$none,relation=2,line_count=2,count=2,compare=1,digit_sum=0.5,digit_max=0.5
 mixed=$mixed,neighbour=1,line_at=1,total=1,locate=1,lookup=1,exists=1,relation_at=0
 stage s5-mixed s4-lookup --primers --task-weights $mixed --vlm-steps 1500 --lr 1e-3 --warmup 50 --eval-every 300
-mixed=relation=1,line_count=2,count=2,compare=1,digit_sum=1,digit_max=1
+mixed=$none,relation=1,line_count=2,count=2,compare=1,digit_sum=1,digit_max=1
 mixed=$mixed,neighbour=0.5,line_at=1,total=0.5,locate=0.5,lookup=0.5,exists=0.5,relation_at=0
 stage s6-mixed s5-mixed --primers --task-weights $mixed --vlm-steps 1500 --lr 1e-3 --warmup 50 --eval-every 300
 stage s7-mixed s6-mixed --primers --task-weights $mixed --vlm-steps 1500 --lr 1e-3 --warmup 50 --eval-every 300
