@@ -43,8 +43,9 @@ TASKS = ("count", "compare", "relation", "line_count", "digit_sum", "digit_max")
 # by number (line_total: line_at without leaving its cell out). Two more ask a suite question but
 # answer it with its intermediate step spelled out first (relation_cot: "row 2 column 3 red cross",
 # line_cot: "row 2 1"), for a trainer that drops those words a few at a time (COT_STEPS) until the
-# answer is the suite's own, so the decoder learns to do the step silently. The embedded trainer mixes them in on
-# request (--primers, optionally first: --primer-steps); never in calibration or test.
+# answer is the suite's own, so the decoder learns to do the step silently. The embedded trainer
+# mixes them in on request (--primers, optionally first: --primer-steps); never in calibration or
+# test.
 PRIMER_TASKS = ("locate", "lookup", "exists", "neighbour", "line_at", "total", "relation_at", "line_total", "relation_cot", "line_cot")
 COT_STEPS = {"relation_cot": 4, "line_cot": 2}  # words before the suite's answer
 SPLITS = ("train", "calib", "test")
