@@ -29,6 +29,7 @@ from transformers import LlavaForConditionalGeneration
 
 from interlace.data import chat, vqa
 from interlace.embedded.build import CHAT_TEMPLATE, QUESTION_FIRST_TEMPLATE, build_config, build_processor
+from interlace.surgery import renumber_layers
 
 COLOUR_INDEX = {c: i + 1 for i, c in enumerate(vqa.COLOURS)}  # 0 empty, 5 digit (white)
 SHAPE_INDEX = {s: i + 1 for i, s in enumerate(vqa.SHAPES)}  # 0 empty, 5 digit
@@ -423,10 +424,7 @@ def grow_decoder(model, n: int) -> None:
         layer.self_attn.o_proj.weight.data.zero_()
         layer.mlp.down_proj.weight.data.zero_()
         layers.append(layer)
-    for position, layer in enumerate(layers):
-        for module in layer.modules():
-            if isinstance(getattr(module, "layer_idx", None), int):
-                module.layer_idx = position
+    renumber_layers(layers)
     if getattr(text, "layer_types", None):
         text.layer_types = list(text.layer_types) + list(text.layer_types[-n:])
     text.num_hidden_layers = len(layers)

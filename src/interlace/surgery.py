@@ -96,10 +96,7 @@ def remove_layers(model: PreTrainedModel, indices: Sequence[int], *, deepstack: 
 
     for i in reversed(removed):
         del arch.layers[i]
-    for position, layer in enumerate(arch.layers):
-        for module in layer.modules():
-            if isinstance(getattr(module, "layer_idx", None), int):
-                module.layer_idx = position
+    renumber_layers(arch.layers)
 
     changes = cut_config(model.config, kept)
     for name, value in changes.items():
@@ -118,6 +115,15 @@ def remove_layers(model: PreTrainedModel, indices: Sequence[int], *, deepstack: 
         config_changes=changes,
         deepstack_dropped=dropped_features,
     )
+
+
+def renumber_layers(layers: Sequence[nn.Module]) -> None:
+    """Set every integer ``layer_idx`` inside each layer (decoder layer, self-, cross- and linear
+    attention) to the layer's position: the KV cache indexes by it, after a cut or a growth."""
+    for position, layer in enumerate(layers):
+        for module in layer.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = position
 
 
 def _identity_pre_hook(store: dict[int, torch.Tensor]):
