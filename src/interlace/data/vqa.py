@@ -237,19 +237,35 @@ def _scene_with_anchor(rng: np.random.Generator, low: float, high: float, thin: 
             return scene, int(rng.choice(anchors))
 
 
+def _line_cells(line: str, index: int) -> list[int]:
+    """The cells of row `index` or column `index` (0-based)."""
+    return [index * GRID + c for c in range(GRID)] if line == "row" else [r * GRID + index for r in range(GRID)]
+
+
+def _line_index(line: str, cell: int) -> int:
+    """Which row or column (0-based) `cell` lies in."""
+    return divmod(cell, GRID)[0 if line == "row" else 1]
+
+
 def _line_question(rng: np.random.Generator, scene: list[Obj], cell: int) -> tuple[str, str]:
     """'row' or 'column', and how many other cells of that line through `cell` hold something."""
     line = str(rng.choice(["row", "column"]))
-    row, col = divmod(cell, GRID)
-    cells = [row * GRID + c for c in range(GRID)] if line == "row" else [r * GRID + col for r in range(GRID)]
+    cells = _line_cells(line, _line_index(line, cell))
     return line, str(sum(scene[c] is not None for c in cells if c != cell))
 
 
-def _task_line_count(rng, digits, thin) -> Item:
+def _line_count_question(rng: np.random.Generator, thin: float) -> tuple[list[Obj], str, str, int, str]:
+    """A scene, line_count's question about a unique shape, its line, that line's index, the count."""
     scene, anchor = _scene_with_anchor(rng, 0.35, 0.8, thin)
     line, n = _line_question(rng, scene, anchor)
     _, colour, shape = scene[anchor]
-    return Item("line_count", tuple(scene), f"how many things share a {line} with the {colour} {shape} ?", n)
+    question = f"how many things share a {line} with the {colour} {shape} ?"
+    return scene, question, line, _line_index(line, anchor), n
+
+
+def _task_line_count(rng, digits, thin) -> Item:
+    scene, question, _, _, n = _line_count_question(rng, thin)
+    return Item("line_count", tuple(scene), question, n)
 
 
 def _digit_scene(rng, digits: np.ndarray, n_digits: int, thin: float) -> tuple[list[Obj], list[int]]:
@@ -326,8 +342,7 @@ def _task_line_total(rng, digits, thin) -> Item:
     """Counting one line named by number: line_at with no cell to leave out."""
     scene = _shape_scene(rng, 0.35, 0.8, thin)
     line, index = str(rng.choice(["row", "column"])), int(rng.integers(GRID))
-    cells = [index * GRID + c for c in range(GRID)] if line == "row" else [r * GRID + index for r in range(GRID)]
-    n = sum(scene[c] is not None for c in cells)
+    n = sum(scene[c] is not None for c in _line_cells(line, index))
     return Item("line_total", tuple(scene), f"how many things are in {line} {index + 1} ?", str(n))
 
 
@@ -339,12 +354,8 @@ def _task_relation_cot(rng, digits, thin) -> Item:
 
 def _task_line_cot(rng, digits, thin) -> Item:
     """line_count, answered with the line's name first: 'row 2' then the count."""
-    scene, anchor = _scene_with_anchor(rng, 0.35, 0.8, thin)
-    line, n = _line_question(rng, scene, anchor)
-    row, col = divmod(anchor, GRID)
-    _, colour, shape = scene[anchor]
-    index = row + 1 if line == "row" else col + 1
-    return Item("line_cot", tuple(scene), f"how many things share a {line} with the {colour} {shape} ?", f"{line} {index} {n}")
+    scene, question, line, index, n = _line_count_question(rng, thin)
+    return Item("line_cot", tuple(scene), question, f"{line} {index + 1} {n}")
 
 
 def _task_exists(rng, digits, thin) -> Item:
