@@ -299,7 +299,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--cot-drop", type=int, default=0,
-        help="with --primers: drop the first K words of relation_cot / line_cot answers (at most vqa.COT_STEPS of each)",
+        help="with --primers: drop the first K words of the chain-of-thought primers' answers (at most vqa.COT_STEPS of each)",
     )
     parser.add_argument("--vision-from", type=Path, default=None, help="copy a trained vision tower from this checkpoint (skips stage 1)")
     args = parser.parse_args()

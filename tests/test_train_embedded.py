@@ -82,7 +82,7 @@ def test_cot_drop_shortens_only_the_chain_of_thought_answers():
         name = pool["names"][task]
         answer = processor.tokenizer.decode(batch["labels"][row][batch["labels"][row] != -100]).split()
         before = processor.tokenizer.decode(full[row][full[row] != pad]).split()
-        if name in vqa.COT_STEPS:  # relation_cot loses 3 of its 4 words, line_cot both of its 2
+        if name in vqa.COT_STEPS:  # relation_cot loses 3 of its 4 words, line_cot both of its 2, line_total_cot all 3
             words = before[before.index("assistant") + 1 :]
             assert answer == words[min(3, vqa.COT_STEPS[name]) :], (name, answer, words)
         else:

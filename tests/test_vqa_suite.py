@@ -175,6 +175,13 @@ def test_primer_answers_agree_with_an_independent_reading_of_the_scene():
         assert line == words[5] and int(index) - 1 == (cell // vqa.GRID if line == "row" else cell % vqa.GRID)
         cells = [(int(index) - 1, c) if line == "row" else (c, int(index) - 1) for c in range(vqa.GRID)]
         assert int(n) == sum(item.scene[r * vqa.GRID + c] is not None for r, c in cells) - 1
+        item = vqa.make_item("line_total_cot", "train", i)  # the line, its own count, then line_count's
+        line, index, total, n = item.answer.split()
+        words = item.question.split()
+        cell = item.scene.index(shape(words[-3], words[-2]))
+        assert line == words[5] and int(index) - 1 == (cell // vqa.GRID if line == "row" else cell % vqa.GRID)
+        cells = [(int(index) - 1, c) if line == "row" else (c, int(index) - 1) for c in range(vqa.GRID)]
+        assert int(total) == sum(item.scene[r * vqa.GRID + c] is not None for r, c in cells) == int(n) + 1
         item = vqa.make_item("total", "train", i)
         assert item.answer == str(len(item.scene) - item.scene.count(None))
     answers = [vqa.make_item("exists", "train", i).answer for i in range(400)]

@@ -40,14 +40,17 @@ TASKS = ("count", "compare", "relation", "line_count", "digit_sum", "digit_max")
 # a cell named by position (line_at: line_count without finding the object), count everything
 # (total: count without selecting), read a cell a hop or two from one named by position
 # (relation_at: relation without finding its anchor), count the objects of a row or column named
-# by number (line_total: line_at without leaving its cell out). Two more ask a suite question but
-# answer it with its intermediate step spelled out first (relation_cot: "row 2 column 3 red cross",
-# line_cot: "row 2 1"), for a trainer that drops those words a few at a time (COT_STEPS) until the
-# answer is the suite's own, so the decoder learns to do the step silently. The embedded trainer
-# mixes them in on request (--primers, optionally first: --primer-steps); never in calibration or
-# test.
-PRIMER_TASKS = ("locate", "lookup", "exists", "neighbour", "line_at", "total", "relation_at", "line_total", "relation_cot", "line_cot")
-COT_STEPS = {"relation_cot": 4, "line_cot": 2}  # words before the suite's answer
+# by number (line_total: line_at without leaving its cell out). Three more ask a suite question
+# but answer it with its intermediate steps spelled out first (relation_cot: "row 2 column 3 red
+# cross", line_cot: "row 2 1", line_total_cot: "row 2 2 1" with the line's own count before the
+# answer), for a trainer that drops those words a few at a time (COT_STEPS) until the answer is
+# the suite's own, so the decoder learns to do the steps silently. The embedded trainer mixes them
+# in on request (--primers, optionally first: --primer-steps); never in calibration or test.
+PRIMER_TASKS = (
+    "locate", "lookup", "exists", "neighbour", "line_at", "total", "relation_at", "line_total",
+    "relation_cot", "line_cot", "line_total_cot",
+)
+COT_STEPS = {"relation_cot": 4, "line_cot": 2, "line_total_cot": 3}  # words before the suite's answer
 SPLITS = ("train", "calib", "test")
 SUITE_VERSION = 2  # bump when generation changes, so cached training pools are rebuilt
 
@@ -358,6 +361,13 @@ def _task_line_cot(rng, digits, thin) -> Item:
     return Item("line_cot", tuple(scene), question, f"{line} {index + 1} {n}")
 
 
+def _task_line_total_cot(rng, digits, thin) -> Item:
+    """line_count, answered with the line, its count (line_total's answer), then that count less the
+    named object: leaving one cell out becomes a step of its own."""
+    scene, question, line, index, n = _line_count_question(rng, thin)
+    return Item("line_total_cot", tuple(scene), question, f"{line} {index + 1} {int(n) + 1} {n}")
+
+
 def _task_exists(rng, digits, thin) -> Item:
     scene = _shape_scene(rng, 0.2, 0.6, thin)
     want = rng.random() < 0.5  # balance yes / no
@@ -386,6 +396,7 @@ _MAKERS = {
     "line_total": _task_line_total,
     "relation_cot": _task_relation_cot,
     "line_cot": _task_line_cot,
+    "line_total_cot": _task_line_total_cot,
 }
 assert tuple(_MAKERS) == TASKS + PRIMER_TASKS
 
