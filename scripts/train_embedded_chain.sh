@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The staged run that produced the shipped embedded model (docs/embedded.md, "Fourth round").
+# The staged run that produced the shipped embedded model (docs/embedded.md, "Training").
 #
-#     bash scripts/train_embedded_chain.sh [WORK_DIR]        # about 4 h 30 min on one CPU thread
+#     bash scripts/train_embedded_chain.sh [WORK_DIR]        # about 5 h on one CPU thread
 #
 # Stage 0 trains from scratch (the model shipped before 2026-12-02); every later stage continues
 # the previous one (--init-from) with its own question mix (--task-weights; 0 leaves a type out)
@@ -18,7 +18,7 @@ mkdir -p "$work"
 # each stage below names the ones it trains (a type not named would get weight 1).
 none=count=0,compare=0,relation=0,line_count=0,digit_sum=0,digit_max=0
 none=$none,locate=0,lookup=0,exists=0,neighbour=0,line_at=0,total=0,relation_at=0
-none=$none,line_total=0,relation_cot=0,line_cot=0
+none=$none,line_total=0,relation_cot=0,line_cot=0,line_total_cot=0
 
 stage() {  # stage NAME FROM [trainer options]: train WORK/NAME from WORK/FROM (or from scratch)
     local name=$1 from=$2
@@ -72,7 +72,7 @@ for k in 1 2 3 4; do
     previous=s$((9 + k))-cot$k
 done
 # 14. Everything again (15 min with 2 threads); relation makes its transition here.
-mixed=relation=1,relation_cot=1,line_count=1,line_cot=1,count=1.5,compare=1,digit_sum=0.5,digit_max=0.5
+mixed=$none,relation=1,relation_cot=1,line_count=1,line_cot=1,count=1.5,compare=1,digit_sum=0.5,digit_max=0.5
 mixed=$mixed,locate=0.3,lookup=0.3,neighbour=0.3,relation_at=0.3,line_at=0.3,line_total=0.3,total=0.3,exists=0.3
 stage s14-mixed s13-cot4 --primers --task-weights $mixed --cot-drop 4 --vlm-steps 900 --lr 1e-3 --warmup 50 --eval-every 300
 
@@ -106,5 +106,16 @@ PY
 fi
 # 16. A short mixed stage on the 12 layers, at half the lr (6 min): the model that ships.
 stage s16-mixed s15-cut --primers --task-weights $mixed --cot-drop 4 --vlm-steps 300 --lr 5e-4 --warmup 30 --eval-every 0
+# 17-19. line_count's written-out step again, now alone at the top of the mix and 600 steps per
+# word: the line's name, then its number, then nothing (7 min each).
+line=$none,line_cot=2,line_total=0.5,line_at=0.5,locate=0.5,lookup=0.3,relation=0.5,count=0.5,compare=0.3
+line=$line,line_count=0.3,digit_sum=0.2,digit_max=0.2,total=0.2,exists=0.2,neighbour=0.2,relation_at=0.2
+previous=s16-mixed
+for k in 0 1 2; do
+    stage s$((17 + k))-line$k $previous --primers --task-weights $line --cot-drop $k --vlm-steps 600 --lr 1e-3 --warmup 50 --eval-every 300
+    previous=s$((17 + k))-line$k
+done
+# 20. Everything again (7 min): the model that ships.
+stage s20-mixed s19-line2 --primers --task-weights $mixed --cot-drop 4 --vlm-steps 600 --lr 1e-3 --warmup 50 --eval-every 300
 
-echo "chain done: $work/s16-mixed"
+echo "chain done: $work/s20-mixed"
