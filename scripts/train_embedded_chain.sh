@@ -104,7 +104,7 @@ info["layers_removed_after_training"] = {"removed": grown, "why": "grown in s8, 
 PY
     mv "$work/s15-cut.partial" "$work/s15-cut"
 fi
-# 16. A short mixed stage on the 12 layers, at half the lr (6 min): the model that ships.
+# 16. A short mixed stage on the 12 layers, at half the lr (6 min): the model shipped until stage 20.
 stage s16-mixed s15-cut --primers --task-weights $mixed --cot-drop 4 --vlm-steps 300 --lr 5e-4 --warmup 30 --eval-every 0
 # 17-19. line_count's written-out step again, now alone at the top of the mix and 600 steps per
 # word: the line's name, then its number, then nothing (7 min each).
