@@ -122,6 +122,14 @@ def test_bad_arguments_are_rejected():
 
 
 def test_primer_answers_agree_with_an_independent_reading_of_the_scene():
+    def line_through_named_object(item, line, index):
+        """Check the answer's line runs through the object the question names; count that line."""
+        words = item.question.split()
+        cell = item.scene.index(shape(words[-3], words[-2]))
+        assert line == words[5] and int(index) - 1 == (cell // vqa.GRID if line == "row" else cell % vqa.GRID)
+        cells = [(int(index) - 1, c) if line == "row" else (c, int(index) - 1) for c in range(vqa.GRID)]
+        return sum(item.scene[r * vqa.GRID + c] is not None for r, c in cells)
+
     for i in range(100):
         item = vqa.make_item("locate", "train", i)
         _, _, _, colour, kind, _ = item.question.split()
@@ -170,18 +178,10 @@ def test_primer_answers_agree_with_an_independent_reading_of_the_scene():
         assert " ".join(item.answer.split()[steps:]) == vqa._describe(item.scene[cell])
         item = vqa.make_item("line_cot", "train", i)  # line_count's question; the line, then the count
         line, index, n = item.answer.split()
-        words = item.question.split()
-        cell = item.scene.index(shape(words[-3], words[-2]))
-        assert line == words[5] and int(index) - 1 == (cell // vqa.GRID if line == "row" else cell % vqa.GRID)
-        cells = [(int(index) - 1, c) if line == "row" else (c, int(index) - 1) for c in range(vqa.GRID)]
-        assert int(n) == sum(item.scene[r * vqa.GRID + c] is not None for r, c in cells) - 1
+        assert int(n) == line_through_named_object(item, line, index) - 1
         item = vqa.make_item("line_total_cot", "train", i)  # the line, its own count, then line_count's
         line, index, total, n = item.answer.split()
-        words = item.question.split()
-        cell = item.scene.index(shape(words[-3], words[-2]))
-        assert line == words[5] and int(index) - 1 == (cell // vqa.GRID if line == "row" else cell % vqa.GRID)
-        cells = [(int(index) - 1, c) if line == "row" else (c, int(index) - 1) for c in range(vqa.GRID)]
-        assert int(total) == sum(item.scene[r * vqa.GRID + c] is not None for r, c in cells) == int(n) + 1
+        assert int(total) == line_through_named_object(item, line, index) == int(n) + 1
         item = vqa.make_item("total", "train", i)
         assert item.answer == str(len(item.scene) - item.scene.count(None))
     answers = [vqa.make_item("exists", "train", i).answer for i in range(400)]
