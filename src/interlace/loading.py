@@ -15,11 +15,19 @@ class ModelNotFoundError(ValueError):
 
 
 def resolve(model: str | Path | None) -> str:
-    """The path or Hub id to load: None or "embedded" means the model shipped with interlace."""
+    """The path or Hub id to load: None or "embedded" means the model shipped with interlace; a
+    name from ``interlace.zoo`` (``smollm2``) is converted from its PyPI wheel on first use."""
+    from interlace import zoo
+
     if model is None or str(model) == EMBEDDED_NAME:
         if not (MODEL_DIR / "config.json").exists():
             raise ModelNotFoundError(f"the embedded model is missing from {MODEL_DIR}; reinstall interlace")
         return str(MODEL_DIR)
+    if str(model) in zoo.REAL_MODELS and not Path(str(model)).exists():
+        try:
+            return str(zoo.materialize(str(model)))
+        except zoo.RealModelUnavailable as error:
+            raise ModelNotFoundError(str(error)) from None
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
