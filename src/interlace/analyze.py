@@ -16,24 +16,12 @@ import torch
 from rich.progress import Progress
 
 from interlace.arch import get_arch
-from interlace.data.chat import prompt_text, to_messages
+from interlace.data.chat import batch_inputs
 from interlace.scores import RedundancyScores, SimilarityAccumulator
 
 
 def _hidden(value: Any) -> torch.Tensor:
     return value[0] if isinstance(value, (tuple, list)) else value
-
-
-def batch_inputs(processor: Any, samples: Sequence[dict], with_answers: bool = False) -> dict[str, torch.Tensor]:
-    """Processor inputs for a batch of samples: prompts only (the paper) or whole conversations."""
-    if with_answers:
-        texts = [processor.apply_chat_template(to_messages(s), add_generation_prompt=False) for s in samples]
-    else:
-        texts = [prompt_text(processor, s) for s in samples]
-    kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
-    if any(s["images"] for s in samples):
-        kwargs["images"] = [s["images"] for s in samples]
-    return processor(**kwargs)
 
 
 @torch.no_grad()
@@ -50,8 +38,8 @@ def compute_scores(
 
     Args:
         model: a loaded transformers model of a supported family (see ``interlace archs``).
-        processor: its processor; prompts go through its chat template.
-        samples: FineVision-schema samples; each weighs the same.
+        processor: its processor or tokenizer; prompts go through its chat template.
+        samples: chat or plain-text samples, with or without images; each weighs the same.
         ks: the distances k to score (1, 2, 3 for INTERLACE).
         batch_size: samples per forward pass (padding is masked out of the means).
         with_answers: score whole conversations instead of prompts only.
@@ -82,10 +70,11 @@ def compute_scores(
             task = bar.add_task("calibrating", total=len(samples))
             for start in range(0, len(samples), batch_size):
                 chunk = samples[start : start + batch_size]
-                inputs = batch_inputs(processor, chunk, with_answers).to(device)
-                accumulator.start_batch(inputs["attention_mask"])
-                model(**inputs, use_cache=False)
-                accumulator.end_batch()
+                for _, inputs in batch_inputs(processor, chunk, with_answers):  # one call per modality
+                    inputs = {k: v.to(device) for k, v in inputs.items()}
+                    accumulator.start_batch(inputs["attention_mask"])
+                    model(**inputs, use_cache=False)
+                    accumulator.end_batch()
                 bar.advance(task, len(chunk))
     finally:
         for handle in handles:

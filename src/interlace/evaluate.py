@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from rich.progress import Progress
 
-from interlace.data.chat import prompt_text
+from interlace.data.chat import modality_groups, prompt_text, tokenize, tokenizer_of
 
 
 @dataclass
@@ -65,21 +65,20 @@ def generate_answers(
     on_batch: Callable[[int], None] | None = None,
 ) -> list[str]:
     """Greedy answers to each sample's first question, through the processor's chat template."""
-    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer = tokenizer_of(processor)
     device = next(model.parameters()).device if hasattr(model, "parameters") else "cpu"
-    answers: list[str] = []
+    answers: list[str] = [""] * len(samples)
     for start in range(0, len(samples), batch_size):
         batch = samples[start : start + batch_size]
-        texts = [prompt_text(processor, sample) for sample in batch]
-        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
-        if any(sample["images"] for sample in batch):
-            kwargs["images"] = [sample["images"] for sample in batch]
-        inputs = processor(**kwargs).to(device)
-        output = model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-        )
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        answers += [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        for group in modality_groups(batch):  # samples with and without images never share a call
+            chunk = [batch[i] for i in group]
+            inputs = {k: v.to(device) for k, v in tokenize(processor, chunk, [prompt_text(processor, s) for s in chunk]).items()}
+            output = model.generate(
+                **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+            new_tokens = output[:, inputs["input_ids"].shape[1] :]
+            for i, text in zip(group, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+                answers[start + i] = text.strip()
         if on_batch:
             on_batch(len(batch))
     return answers

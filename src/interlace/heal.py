@@ -28,7 +28,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from interlace.arch import get_arch
-from interlace.data.chat import IGNORE_INDEX, collate, encode_for_training
+from interlace.data.chat import IGNORE_INDEX, collate_groups, encode_for_training
 from interlace.losses import hidden_mse_sum, objective
 
 @dataclass
@@ -347,8 +347,8 @@ def heal(
                     encoded = [encode_for_training(processor, samples[i]) for i in chunk]
                     kept = [e for e in encoded if e["input_ids"].shape[1] <= config.max_length and (e["labels"] != IGNORE_INDEX).any()]
                     result.skipped_samples += len(encoded) - len(kept)
-                    if kept:
-                        micro_batches.append(collate(kept, tokenizer.pad_token_id))
+                    if kept:  # with and without images: one forward each, same normalisation
+                        micro_batches += collate_groups(kept, tokenizer.pad_token_id)
                 # Normalise by the answer tokens of the whole global step, so the loss and the
                 # gradients do not depend on how samples are grouped into micro-batches/processes.
                 local_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)

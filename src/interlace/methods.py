@@ -144,13 +144,17 @@ def _sparsity(name: str):
 
 def apply_sparsity(name: str, model, processor, calib, batch_size: int = 8) -> dict:
     """Zero 2 of every 4 decoder weights in place (magnitude-2:4 or wanda-2:4)."""
-    from interlace.analyze import batch_inputs
     from interlace.baselines.sparsity import apply_nm_sparsity, input_norms
+    from interlace.data.chat import batch_inputs
 
     norms = None
     if name == "wanda-2:4":
         device = next(model.parameters()).device
-        batches = [batch_inputs(processor, calib[i : i + batch_size]).to(device) for i in range(0, len(calib), batch_size)]
+        batches = [
+            {k: v.to(device) for k, v in inputs.items()}
+            for i in range(0, len(calib), batch_size)
+            for _, inputs in batch_inputs(processor, calib[i : i + batch_size])
+        ]
         norms = input_norms(model, batches)
     return apply_nm_sparsity(model, name.split("-")[0], norms)
 

@@ -27,6 +27,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from interlace.arch import KEPT_FIELD
+from interlace.data.chat import prompt_text, tokenize
 
 PROMPT = "Describe the picture."
 
@@ -94,7 +95,13 @@ def default_inputs(model_dir: str | Path, config: PreTrainedConfig) -> tuple[dic
     vocab = config.get_text_config(decoder=True).vocab_size
     if any(Path(model_dir).glob("tokenizer*")):  # AutoTokenizer builds an empty tokenizer from nothing
         try:
-            encoded = dict(AutoTokenizer.from_pretrained(model_dir)(PROMPT, return_tensors="pt"))
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            if tokenizer.chat_template:  # a chat model: the prompt it is served with
+                sample = {"images": [], "texts": [{"user": PROMPT, "assistant": ""}], "source": "verify"}
+                encoded = tokenize(tokenizer, [sample], [prompt_text(tokenizer, sample)])
+                if 0 < encoded["input_ids"].numel() and int(encoded["input_ids"].max()) < vocab:
+                    return encoded, "tokenizer: chat template"
+            encoded = dict(tokenizer(PROMPT, return_tensors="pt"))
             if 0 < encoded["input_ids"].numel() and int(encoded["input_ids"].max()) < vocab:
                 return encoded, "tokenizer: text"
         except Exception:  # noqa: BLE001 - fall through to fixed token ids
