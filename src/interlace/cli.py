@@ -22,10 +22,10 @@ ModelArg = Annotated[
 ]
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="torch CPU threads (0: torch's default).")]
-DataOpt = Annotated[str, typer.Option(help="Calibration/healing data: embedded, a local JSONL/Parquet/imagefolder, a Hub dataset, or finevision.")]
+DataOpt = Annotated[Optional[str], typer.Option(help="Calibration/healing data: embedded, pydocs (real English text), a local JSONL/Parquet/imagefolder, a Hub dataset, or finevision. Default: embedded, or pydocs for a text-only model.")]
 CalibOpt = Annotated[int, typer.Option(help="Calibration samples (scored once).")]
 TrainOpt = Annotated[Optional[int], typer.Option(help="Healing samples (one epoch); default: 2048 for the embedded suite, else all rows.")]
-EvalNOpt = Annotated[int, typer.Option(help="Held-out questions per task of the built-in suite.")]
+EvalNOpt = Annotated[Optional[int], typer.Option(help="Held-out items per task of the built-in suite (default: 500 visual-QA questions; 100 for text models).")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for data order and any randomness.")]
 
 
@@ -97,7 +97,7 @@ def _eval_with_lmms(model, json_path, n_per_task, batch_size, threads, tasks, li
 def eval_command(
     model: ModelArg = None,
     json_path: JsonOpt = None,
-    n_per_task: EvalNOpt = 500,
+    n_per_task: EvalNOpt = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Prompts per generate call (default: 64 builtin, 1 lmms-eval).")] = None,
     threads: ThreadsOpt = 0,
     harness: Annotated[str, typer.Option(help="builtin: the held-out suite here; lmms-eval: run lmms-eval on a local checkpoint.")] = "builtin",
@@ -108,17 +108,17 @@ def eval_command(
     """Evaluate a model on the built-in held-out visual-QA suite (greedy, exact match), or through lmms-eval."""
     from interlace.data import vqa
     from interlace.evaluate import evaluate
-    from interlace.loading import ModelNotFoundError, load_model, resolve
+    from interlace.loading import ModelNotFoundError, is_vision_language, load_model, resolve
 
     _threads(threads)
-    if not 1 <= n_per_task <= vqa.TEST_RESERVE:
+    if n_per_task is not None and not 1 <= n_per_task <= vqa.TEST_RESERVE:
         fail(f"--n-per-task must be in 1..{vqa.TEST_RESERVE}, got {n_per_task}")
     if batch_size is not None and batch_size < 1:
         fail(f"--batch-size must be >= 1, got {batch_size}")
     if harness not in ("builtin", "lmms-eval"):
         fail(f"--harness must be builtin or lmms-eval, got {harness!r}")
     if harness == "lmms-eval":
-        _eval_with_lmms(model, json_path, n_per_task, batch_size, threads, tasks, limit, lmms_python)
+        _eval_with_lmms(model, json_path, n_per_task or 500, batch_size, threads, tasks, limit, lmms_python)
         return
     for flag, value in (("--tasks", tasks), ("--limit", limit), ("--lmms-python", lmms_python)):
         if value is not None:
@@ -127,10 +127,17 @@ def eval_command(
         loaded, processor = load_model(model)
     except ModelNotFoundError as error:
         fail(str(error))
-    result = evaluate(loaded, processor, vqa.load_split("test", n_per_task), batch_size=batch_size or 64)
-    console.print(_accuracy_table(f"{model or 'embedded'}: held-out accuracy (n={result.n})", {"accuracy": result.to_json()}))
+    if not is_vision_language(loaded.config):  # a text LM: held-out real text (interlace.suites)
+        from interlace.suites import TEXT
+
+        data = TEXT.evaluate(loaded, processor, n_per_task)
+        title = f"{model}: held-out real text (n={data['n']}), perplexity {data['perplexity']:.3f} over {data['tokens']} tokens"
+        console.print(_accuracy_table(title, {"accuracy": data}))
+    else:
+        data = evaluate(loaded, processor, vqa.load_split("test", n_per_task or 500), batch_size=batch_size or 64).to_json()
+        console.print(_accuracy_table(f"{model or 'embedded'}: held-out accuracy (n={data['n']})", {"accuracy": data}))
     if json_path:
-        result.save(json_path)
+        json_path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _stage_log(message: str) -> None:
@@ -183,10 +190,21 @@ def _summary_table(report) -> Table:
         for task in sorted(report.dense["tasks"]):
             table.add_row(task, f"{report.dense['tasks'][task]:.3f}", f"{report.pruned['tasks'][task]:.3f}")
         table.add_row("[bold]overall", f"[bold]{report.dense['overall']:.3f}", f"[bold]{report.pruned['overall']:.3f}")
-        table.add_row("[bold]retention", "", f"[bold]{report.retention:.3f}")
+        if report.dense.get("perplexity"):
+            table.add_row("[bold]perplexity", f"[bold]{report.dense['perplexity']:.2f}", f"[bold]{report.pruned['perplexity']:.2f}")
+        label = "retention (dense ppl / pruned ppl)" if report.suite == "text" else "retention"
+        table.add_row(f"[bold]{label}", "", f"[bold]{report.retention:.3f}")
     for stage, seconds in report.wall_seconds.items():
         table.add_row(f"[dim]{stage} (s)", "", f"[dim]{seconds:.1f}")
     return table
+
+
+def _print_answers(report) -> None:
+    """A text model's dense and pruned replies to the fixed chat prompts."""
+    if not report.answers or "pruned" not in report.answers:
+        return
+    for dense, pruned in zip(report.answers["dense"], report.answers["pruned"]):
+        console.print(f"[bold]{dense['prompt']}[/]\n  dense:  {dense['answer']!r}\n  pruned: {pruned['answer']!r}", highlight=False)
 
 
 def _write_report_json(path: Path | None, report) -> None:
@@ -215,7 +233,7 @@ def prune(
     out: Annotated[Path, typer.Option("--out", help="Output directory for the pruned checkpoint.")] = Path("runs/interlace"),
     ratio: Annotated[float, typer.Option(help="Share of decoder layers to remove (K = floor(ratio * L)).")] = 0.25,
     method: Annotated[str, typer.Option(help="Selection method; see `interlace methods`.")] = "interlace",
-    data: DataOpt = "embedded",
+    data: DataOpt = None,
     calib_samples: CalibOpt = 384,
     train_samples: TrainOpt = None,
     lr: Annotated[Optional[float], typer.Option(help="Healing learning rate (paper: 1e-5; embedded: 1e-3).")] = None,
@@ -230,7 +248,8 @@ def prune(
     do_heal: Annotated[bool, typer.Option("--heal/--no-heal", help="Heal the survivor layers.")] = True,
     train_lm_head: Annotated[bool, typer.Option(help="Also train the lm_head (the paper freezes it).")] = False,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for activation memory.")] = False,
-    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate on the built-in suite before and after.")] = True,
+    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate before and after: the visual-QA suite, or held-out real text for a text model.")] = True,
+    eval_samples_per_task: EvalNOpt = None,
     seed: SeedOpt = 0,
     dtype: Annotated[str, typer.Option(help="Weights dtype: float32 or bfloat16.")] = "float32",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
@@ -247,6 +266,7 @@ def prune(
 
     from interlace.config import read_yaml, resolve_config
     from interlace.pipeline import ConfigError
+    from interlace.suites import default_data
 
     _threads(threads)
     skip = {"ctx", "config", "json_path", "threads", "target_retention", "target_speedup"}
@@ -261,6 +281,8 @@ def prune(
         run_config = resolve_config(file_values, {**defaults, **typed})
     except ConfigError as error:
         fail(str(error))
+    if data is None and "data" not in file_values:
+        run_config.data = default_data(run_config.model)
     if target_retention is not None or target_speedup is not None:
         run_config.ratio = _search_ratio(run_config, target_retention, target_speedup)
     report = _run_prune(run_config)
@@ -268,6 +290,7 @@ def prune(
 
     if PartialState().is_main_process:  # under `accelerate launch`, one process reports
         console.print(_summary_table(report))
+        _print_answers(report)
         console.print(f"saved and verified: {report.out}")
         _write_report_json(json_path, report)
 
@@ -278,11 +301,14 @@ def compare(
     ratio: Annotated[float, typer.Option(help="Share of decoder layers to remove.")] = 0.25,
     methods: Annotated[str, typer.Option(help="'all' or a comma list; add -ft to heal a training-free baseline.")] = "all",
     out: Annotated[Path, typer.Option("--out", help="Directory for compare.md, compare.png, compare.json.")] = Path("runs/compare"),
-    data: DataOpt = "embedded",
+    data: DataOpt = None,
     calib_samples: CalibOpt = 384,
     train_samples: TrainOpt = None,
-    eval_samples_per_task: EvalNOpt = 500,
+    eval_samples_per_task: EvalNOpt = None,
     bench: Annotated[bool, typer.Option("--bench/--no-bench", help="Measure prefill speedups.")] = True,
+    lr: Annotated[Optional[float], typer.Option(help="Healing learning rate (paper: 1e-5; embedded: 1e-3).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Effective healing batch (paper: 32).")] = None,
+    micro_batch_size: Annotated[Optional[int], typer.Option(help="Samples per forward pass.")] = None,
     seed: SeedOpt = 0,
     json_path: JsonOpt = None,
     threads: ThreadsOpt = 1,
@@ -291,19 +317,35 @@ def compare(
     from interlace.compare import CompareConfig, compare as run_compare, parse_methods
     from interlace.data.sources import parse_data_spec
     from interlace.loading import ModelNotFoundError, resolve
+    from interlace.suites import default_data
 
     _threads(threads)
     try:
         names = parse_methods(methods)
         resolve(model)
+        data = data or default_data(model)
         parse_data_spec(data)
     except (ValueError, ModelNotFoundError) as error:
         fail(str(error))
     if not 0 < ratio < 1:
         fail(f"--ratio must be between 0 and 1 (exclusive), got {ratio}")
+    heal_config = None
+    given = {k: v for k, v in (("lr", lr), ("batch_size", batch_size), ("micro_batch_size", micro_batch_size)) if v is not None}
+    if given:
+        from interlace.heal import HealConfig
+        from interlace.pipeline import EMBEDDED_HEAL
+
+        base = EMBEDDED_HEAL if model in (None, "embedded") else {}
+        values = {**base, "seed": seed, **given}
+        if "micro_batch_size" not in given and values.get("micro_batch_size", 4) > values.get("batch_size", 32):
+            values["micro_batch_size"] = values["batch_size"]
+        try:
+            heal_config = HealConfig(**values)
+        except ValueError as error:
+            fail(f"healing options: {error}")
     config = CompareConfig(
         model=model, out=out, ratio=ratio, methods=names, data=data, calib_samples=calib_samples,
-        train_samples=train_samples, eval_samples_per_task=eval_samples_per_task, seed=seed, bench=bench,
+        train_samples=train_samples, heal=heal_config, eval_samples_per_task=eval_samples_per_task, seed=seed, bench=bench,
     )
     report = run_compare(config, log=_stage_log)
     console.print((out / "compare.md").read_text())
@@ -316,20 +358,22 @@ def sweep(
     model: ModelArg = None,
     ratios: Annotated[str, typer.Option(help="Comma list of ratios to try.")] = "0.1,0.15,0.2,0.25,0.3,0.35",
     method: Annotated[str, typer.Option(help="Selection method.")] = "interlace",
-    data: DataOpt = "embedded",
+    data: DataOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Directory for sweep.json and the two curves.")] = Path("runs/sweep"),
     calib_samples: CalibOpt = 384,
     train_samples: TrainOpt = None,
-    eval_samples_per_task: EvalNOpt = 500,
+    eval_samples_per_task: EvalNOpt = None,
     bench: Annotated[bool, typer.Option("--bench/--no-bench", help="Measure prefill speedups (else the FLOP bound).")] = True,
     seed: SeedOpt = 0,
     json_path: JsonOpt = None,
     threads: ThreadsOpt = 1,
 ) -> None:
     """Prune, heal and evaluate at several ratios from one calibration; draw the curves."""
+    from interlace.suites import default_data
     from interlace.sweep import Session, sweep as run_sweep
 
     _threads(threads)
+    data = data or default_data(model)
     try:
         values = [float(r) for r in ratios.split(",") if r.strip()]
     except ValueError:

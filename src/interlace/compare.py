@@ -36,7 +36,7 @@ class CompareConfig:
     calib_samples: int = 384
     train_samples: int | None = None
     heal: HealConfig | None = None
-    eval_samples_per_task: int = 500
+    eval_samples_per_task: int | None = None
     seed: int = 0
     bench: bool = True
     dtype: str = "float32"
@@ -62,6 +62,7 @@ class Entry:
     tasks: dict[str, float]
     retention: float
     retention_vs_dense_ft: float
+    perplexity: float | None
     layers_removed: int
     healed: bool
     speedup: float | None
@@ -74,15 +75,14 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
     """Run dense, Dense-FT and every method; write table, chart and JSON under ``config.out``."""
     import torch
 
-    from interlace.analyze import compute_scores
+    from interlace.analyze import compute_scores, plot_scores
     from interlace.arch import get_arch
     from interlace.data import sources
-    from interlace.data.vqa import load_split
-    from interlace.evaluate import evaluate
     from interlace.heal import heal
     from interlace.loading import load_model
     from interlace.methods import get_method, required_ks, select_layers
     from interlace.pipeline import EMBEDDED_HEAL, train_sample_count
+    from interlace.suites import suite_for
 
     embedded = config.model in (None, "embedded")
     heal_config = config.heal or HealConfig(**(EMBEDDED_HEAL if embedded else {}), seed=config.seed)
@@ -91,19 +91,29 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
     dense_model, processor = load_model(config.model, dtype=getattr(torch, config.dtype))
     arch = get_arch(dense_model)
     num_layers = len(arch.layers)
-    test = load_split("test", config.eval_samples_per_task)
+    suite = suite_for(dense_model.config, config.model, config.data)
+    if suite is None:
+        raise ValueError(f"compare needs a held-out suite: {config.model} is a VLM, so use the embedded data, or lmms-eval on each checkpoint")
+    n = config.eval_samples_per_task
+
+    def evaluate(model: Any, description: str) -> dict:
+        return suite.evaluate(model, processor, n, description=description)
+
     calib = sources.load_samples(config.data, "calib", config.calib_samples, seed=config.seed)
     train = sources.load_samples(config.data, "train", train_sample_count(config), seed=config.seed)
 
     log("evaluating dense")
-    dense = evaluate(dense_model, processor, test, description="dense").to_json()
+    dense = evaluate(dense_model, "dense")
+    log(f"dense: {suite.headline(dense)}")
     ks = sorted({k for m in config.methods for k in required_ks(m.removesuffix("-ft"), config.ratio, num_layers)})
     scores = compute_scores(dense_model, processor, calib, ks=tuple(ks))
+    plot_scores(scores, out / "scores.png", title=f"{config.model or 'embedded'}: layer redundancy")
 
     log("dense-FT: the same healing budget on every decoder layer")
     reference = copy.deepcopy(dense_model)
     heal(reference, processor, train, list(range(num_layers)), heal_config)
-    dense_ft = evaluate(reference, processor, test, description="dense-FT").to_json()
+    dense_ft = evaluate(reference, "dense-FT")
+    log(f"dense-FT: {suite.headline(dense_ft)}")
     del reference
 
     plans: dict[str, Any] = {}
@@ -121,7 +131,7 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
         if healed and plan.finetuned:
             log(f"{name}: healing layers {plan.finetuned}")
         model = apply_plan(dense_model, processor, plan, train if healed else None, heal_config, calib)
-        result = evaluate(model, processor, test, description=name).to_json()
+        result = evaluate(model, name)
         removed = len(plan.dropped)
         # one timing per depth; each sparsity method is timed itself (its depth is the dense one)
         key = -1 if method.kind == "sparsity" else removed
@@ -131,8 +141,9 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
             method=name,
             overall=result["overall"],
             tasks=result["tasks"],
-            retention=round(result["overall"] / dense["overall"], 4),
-            retention_vs_dense_ft=round(result["overall"] / dense_ft["overall"], 4),
+            retention=suite.retention(dense, result),
+            retention_vs_dense_ft=suite.retention(dense_ft, result),
+            perplexity=result.get("perplexity"),
             layers_removed=removed,
             healed=healed and method.kind != "sparsity",
             speedup=speedups[key],
@@ -140,13 +151,15 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
             finetuned=plan.finetuned if healed else [],
             wall_seconds=round(time.perf_counter() - started, 1),
         )
-        log(f"{name}: overall {result['overall']:.3f} (retention {entries[name].retention:.3f})")
+        log(f"{name}: {suite.headline(result)} (retention {entries[name].retention:.3f}, dropped {plan.dropped})")
         del model
 
     report = {
         "model": config.model or "embedded",
         "ratio": config.ratio,
         "num_layers": num_layers,
+        "suite": suite.name,
+        "metric": suite.metric,
         "dense": dense,
         "dense_ft": dense_ft,
         "methods": {name: asdict(entry) for name, entry in entries.items()},
@@ -188,15 +201,24 @@ def _speedup(dense: Any, pruned: Any, processor: Any, enabled: bool) -> float | 
 def markdown_table(report: dict) -> str:
     """The comparison as a markdown table like the paper's main table."""
     tasks = sorted(report["dense"]["tasks"])
-    header = ["method", "removed", "healed", *tasks, "overall", "rel. dense", "rel. dense-FT", "prefill speedup"]
+    text = report.get("suite") == "text"  # retention is dense ppl / pruned ppl (interlace.suites)
+    ppl = ["perplexity"] if text else []
+
+    def cells(result: dict) -> list[str]:
+        return [*(f"{result['tasks'][t]:.3f}" for t in tasks), f"{result['overall']:.3f}", *([f"{result['perplexity']:.2f}"] if text else [])]
+
+    def ratio(a: dict, b: dict) -> str:  # retention of b against a
+        return f"{(a['perplexity'] / b['perplexity']) if text else (b['overall'] / a['overall']):.3f}"
+
+    header = ["method", "removed", "healed", *tasks, "overall", *ppl, "rel. dense", "rel. dense-FT", "prefill speedup"]
     rows = [
-        ["dense", "-", "no", *(f"{report['dense']['tasks'][t]:.3f}" for t in tasks), f"{report['dense']['overall']:.3f}", "1.000", f"{report['dense']['overall'] / report['dense_ft']['overall']:.3f}", "1.00x"],
-        ["dense-FT", "-", "yes", *(f"{report['dense_ft']['tasks'][t]:.3f}" for t in tasks), f"{report['dense_ft']['overall']:.3f}", f"{report['dense_ft']['overall'] / report['dense']['overall']:.3f}", "1.000", "1.00x"],
+        ["dense", "-", "no", *cells(report["dense"]), "1.000", ratio(report["dense_ft"], report["dense"]), "1.00x"],
+        ["dense-FT", "-", "yes", *cells(report["dense_ft"]), ratio(report["dense"], report["dense_ft"]), "1.000", "1.00x"],
     ]
     for name, entry in report["methods"].items():
         removed = f"{entry['layers_removed']} layers {entry['dropped']}" if entry["layers_removed"] else "50% of weights (2:4)"
         speed = f"{entry['speedup']:.2f}x" if entry["speedup"] else "-"
-        rows.append([name, removed, "yes" if entry["healed"] else "no", *(f"{entry['tasks'][t]:.3f}" for t in tasks), f"{entry['overall']:.3f}", f"{entry['retention']:.3f}", f"{entry['retention_vs_dense_ft']:.3f}", speed])
+        rows.append([name, removed, "yes" if entry["healed"] else "no", *cells(entry), f"{entry['retention']:.3f}", f"{entry['retention_vs_dense_ft']:.3f}", speed])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     title = f"{report['model']}: {report['num_layers']} decoder layers, ratio {report['ratio']}\n\n"
@@ -211,13 +233,17 @@ def plot_comparison(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = ["dense", *report["methods"]]
-    values = [report["dense"]["overall"] / report["dense_ft"]["overall"]] + [e["retention_vs_dense_ft"] for e in report["methods"].values()]
+    if report.get("suite") == "text":
+        dense_vs_ft = report["dense_ft"]["perplexity"] / report["dense"]["perplexity"]
+    else:
+        dense_vs_ft = report["dense"]["overall"] / report["dense_ft"]["overall"]
+    values = [dense_vs_ft] + [e["retention_vs_dense_ft"] for e in report["methods"].values()]
     colours = ["#7f7f7f"] + ["#2ca02c" if n.startswith("interlace") else "#1f77b4" if report["methods"][n]["healed"] else "#ff7f0e" for n in report["methods"]]
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names)), 3.6))
     bars = ax.bar(names, [100 * v for v in values], color=colours)
     for bar, value in zip(bars, values):
         ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 1, f"{100 * value:.0f}", ha="center", fontsize=7)
-    ax.set_ylabel("% of Dense-FT accuracy")
+    ax.set_ylabel("Dense-FT ppl / ppl (%)" if report.get("suite") == "text" else "% of Dense-FT accuracy")
     ax.set_title(f"{report['model']}: {int(100 * report['ratio'])}% of layers removed")
     ax.tick_params(axis="x", rotation=45, labelsize=8)
     ax.set_ylim(0, 115)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from interlace.heal import HealConfig
+from interlace.loading import is_vision_language
 
 # The paper's recipe scaled to the embedded model: a 2.6M-parameter model heals with a much larger
 # learning rate than an 8B one, and 2048 samples (64 optimizer steps) fit the demo's time budget.
@@ -50,8 +51,10 @@ class PruneConfig:
         use_final_state: let scores use the last layer's output (the paper's code never does).
         heal: healing hyper-parameters; None picks the paper's or, for the embedded model, scaled ones.
         do_heal: heal the survivors (False gives the "no healing" variant).
-        evaluate: run the built-in suite before and after (embedded model / suite data only).
-        eval_samples_per_task: held-out questions per task for that evaluation.
+        evaluate: evaluate before and after: the visual-QA suite (embedded model or data) or,
+            for a text-only model, held-out real text (see ``interlace.suites``).
+        eval_samples_per_task: held-out items per task for that evaluation; None: the suite's
+            default (500 visual-QA questions per task, 100 text items).
         deepstack: Qwen3-VL DeepStack handling, "realign" or "protect".
         seed: seeds data order and any randomness.
         overwrite: replace a non-empty output directory.
@@ -73,7 +76,7 @@ class PruneConfig:
     heal: HealConfig | None = None
     do_heal: bool = True
     evaluate: bool = True
-    eval_samples_per_task: int = 500
+    eval_samples_per_task: int | None = None
     deepstack: str = "realign"
     seed: int = 0
     overwrite: bool = False
@@ -94,6 +97,8 @@ class PruneReport:
     dense: dict | None = None
     pruned: dict | None = None
     retention: float | None = None
+    suite: str | None = None
+    answers: dict | None = None
     heal: dict | None = None
     wall_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -160,9 +165,9 @@ def validate(config: PruneConfig) -> None:
     from interlace.methods import METHODS
 
     problems: list[str] = []
-    num_layers = None
+    num_layers, vision = None, True
     try:
-        num_layers = _check_model(resolve(config.model), config.model)
+        num_layers, vision = _check_model(resolve(config.model), config.model)
     except ModelNotFoundError as error:
         problems.append(str(error))
     if not 0 < config.ratio < 1:
@@ -182,7 +187,11 @@ def validate(config: PruneConfig) -> None:
     if config.method not in METHODS:
         problems.append(f"--method {config.method!r} is unknown; choose from {', '.join(METHODS)}")
     try:
-        sources.parse_data_spec(config.data)
+        if sources.parse_data_spec(config.data).kind == "embedded" and not vision:
+            problems.append(
+                f"--data {config.data} is the visual-QA suite, but {config.model} is a text-only model; "
+                "pass --data pydocs (real English text) or a JSONL of text rows"
+            )
     except ValueError as error:
         problems.append(str(error))
     if config.calib_samples < 1:
@@ -200,11 +209,11 @@ def validate(config: PruneConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def _check_model(source: str, given: str | None) -> int | None:
+def _check_model(source: str, given: str | None) -> tuple[int | None, bool]:
     """Read the model's config (cheap, no weights) and check its architecture is supported.
 
     Returns:
-        The decoder depth L, when the config names it.
+        The decoder depth L (when the config names it) and whether the model takes images.
     """
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import (
@@ -225,7 +234,8 @@ def _check_model(source: str, given: str | None) -> int | None:
         raise ModelNotFoundError(
             f"model type {model_type!r} of {given or source} is not a supported decoder; supported: {', '.join(sorted(BY_MODEL_TYPE))}"
         )
-    return getattr(model_config.get_text_config(decoder=True), "num_hidden_layers", None)
+    depth = getattr(model_config.get_text_config(decoder=True), "num_hidden_layers", None)
+    return depth, is_vision_language(model_config)
 
 
 def prune(config: PruneConfig, log=print) -> PruneReport:
@@ -237,9 +247,8 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
     from interlace.analyze import compute_scores, load_scores, plot_scores, save_scores
     from interlace.arch import get_arch
     from interlace.data import sources
-    from interlace.data.vqa import load_split
-    from interlace.evaluate import evaluate
     from interlace.export import model_card
+    from interlace.suites import suite_for
     from interlace.heal import heal
     from interlace.loading import load_model
     from interlace.methods import apply_sparsity, get_method, required_ks, select_layers
@@ -268,17 +277,19 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
         work.mkdir(parents=True, exist_ok=True)
         (work / "config.json").write_text(json.dumps(_config_json(config, heal_config), indent=2))
 
-    dense = None
-    suite = config.evaluate and (_is_embedded(config) or config.data.startswith("embedded"))
+    dense, answers = None, {}
+    suite = suite_for(model.config, config.model, config.data) if config.evaluate else None
     if suite and main:
-        test = load_split("test", config.eval_samples_per_task)
         cached = work / "dense_eval.json"
         with stage("evaluate dense"):
             if config.resume and cached.exists():
                 dense = json.loads(cached.read_text())
             else:
-                dense = evaluate(model, processor, test, description="dense model").to_json()
+                dense = suite.evaluate(model, processor, config.eval_samples_per_task, description="dense model")
                 cached.write_text(json.dumps(dense))
+            log(f"  dense: {suite.headline(dense)}")
+    if main and not is_vision_language(model.config):
+        answers["dense"] = chat_answers(model, processor)
 
     with stage("analyze"):
         scores_path = work / "scores.json"
@@ -330,7 +341,10 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
     pruned = None
     if suite and main:
         with stage("evaluate pruned"):
-            pruned = evaluate(model, processor, test, description="pruned model").to_json()
+            pruned = suite.evaluate(model, processor, config.eval_samples_per_task, description="pruned model")
+            log(f"  pruned: {suite.headline(pruned)}")
+    if main and answers:
+        answers["pruned"] = chat_answers(model, processor)
 
     report = PruneReport(
         out=out,
@@ -339,7 +353,9 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
         plan=plan.to_json(),
         dense=dense,
         pruned=pruned,
-        retention=round(pruned["overall"] / dense["overall"], 4) if dense and pruned and dense["overall"] else None,
+        retention=suite.retention(dense, pruned) if dense and pruned else None,
+        suite=suite.name if suite else None,
+        answers=answers or None,
         heal=heal_result.to_json() if heal_result else None,
         wall_seconds=stage.wall,
     )
@@ -387,9 +403,24 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
     return report
 
 
-def _auto_name(model: Any) -> str:
-    from interlace.loading import is_vision_language
+CHAT_PROMPTS = (
+    "What is the capital of France?",
+    "Give me three tips for staying healthy.",
+    "Explain in one sentence what a compiler does.",
+)
 
+
+def chat_answers(model: Any, processor: Any, max_new_tokens: int = 48) -> list[dict[str, str]]:
+    """Greedy answers of a text model to a few fixed chat prompts, for the manifest and the log: a
+    perplexity says how much was lost, these say whether the model still talks sense."""
+    from interlace.evaluate import generate_answers
+
+    samples = [{"images": [], "texts": [{"user": q, "assistant": ""}], "source": "chat"} for q in CHAT_PROMPTS]
+    replies = generate_answers(model, processor, samples, batch_size=len(samples), max_new_tokens=max_new_tokens)
+    return [{"prompt": q, "answer": a} for q, a in zip(CHAT_PROMPTS, replies)]
+
+
+def _auto_name(model: Any) -> str:
     return "AutoModelForImageTextToText" if is_vision_language(model.config) else "AutoModelForCausalLM"
 
 

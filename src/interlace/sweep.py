@@ -44,10 +44,14 @@ class Session:
         from interlace.data import sources
         from interlace.loading import load_model
         from interlace.pipeline import EMBEDDED_HEAL, PruneConfig, train_sample_count
+        from interlace.suites import suite_for
 
         self.log, self.method, self.seed = log, method, seed
         self.model, self.processor = load_model(model, dtype=torch.float32)
         self.num_layers = len(get_arch(self.model).layers)
+        self.suite = suite_for(self.model.config, model, data)
+        if self.suite is None:
+            raise ValueError(f"sweep needs a held-out suite: {model} is a VLM, so use the embedded data")
         embedded = model in (None, "embedded")
         self.heal_config = heal_config or HealConfig(**(EMBEDDED_HEAL if embedded else {}), seed=seed)
         self.calib = sources.load_samples(data, "calib", calib_samples, seed=seed)
@@ -91,40 +95,42 @@ class Session:
         cut_config(pruned, self.plan(k).kept)
         return forward_flops(self.model.config, counts, settings.new_tokens)[0] / forward_flops(pruned, counts, settings.new_tokens)[0]
 
-    def accuracy(self, model: Any, samples: list[dict], key: str | None = None) -> float:
-        from interlace.evaluate import evaluate
-
+    def result(self, model: Any, n: int | None, split: str, key: str | None = None) -> dict:
+        """The suite's result on ``split``; the dense model's is computed once per split."""
         if key and key in self._dense:
             return self._dense[key]
-        value = evaluate(model, self.processor, samples, progress=False).overall
+        value = self.suite.evaluate(model, self.processor, n, split=split, progress=False)
         if key:
             self._dense[key] = value
         return value
 
-    def probe(self, k: int, samples: list[dict], split: str, bench: bool = False) -> Probe:
+    def probe(self, k: int, n: int | None, split: str, bench: bool = False) -> Probe:
         from interlace.compare import _speedup, apply_plan
 
         ratio = ratio_for(k, self.num_layers)
         plan = self.plan(k)
         pruned = apply_plan(self.model, self.processor, plan, self.train, self.heal_config, self.calib)
-        dense = self.accuracy(self.model, samples, key=split)
-        overall = self.accuracy(pruned, samples)
-        probe = Probe(ratio, k, round(overall / dense, 4), round(overall, 4), None, round(self.flop_bound(k), 4), plan.dropped)
+        dense = self.result(self.model, n, split, key=split)
+        result = self.result(pruned, n, split)
+        retention = self.suite.retention(dense, result)
+        probe = Probe(ratio, k, retention, round(result["overall"], 4), None, round(self.flop_bound(k), 4), plan.dropped)
         if bench:
             probe.speedup = _speedup(self.model, pruned, self.processor, True)
-        self.log(f"  ratio {ratio} ({k} layers): {split} retention {probe.retention:.3f}, FLOP bound {probe.flop_bound:.3f}x")
+        name = "test" if split == "test" else "validation"
+        self.log(f"  ratio {ratio} ({k} layers): {name} retention {probe.retention:.3f}, FLOP bound {probe.flop_bound:.3f}x")
         return probe
 
 
-def sweep(session: Session, ratios: list[float], n_per_task: int, out: Path, bench: bool = True) -> dict:
+def sweep(session: Session, ratios: list[float], n_per_task: int | None, out: Path, bench: bool = True) -> dict:
     """Probe each ratio on the held-out test split; write sweep.json, retention.png, speedup.png."""
-    from interlace.data.vqa import load_split
     from interlace.select import drop_budget
 
-    test = load_split("test", n_per_task)
     ks = sorted({drop_budget(r, session.num_layers) for r in ratios})
-    probes = [session.probe(k, test, "test", bench=bench) for k in ks if k > 0]
-    report = {"num_layers": session.num_layers, "method": session.method, "probes": [p.__dict__ for p in probes]}
+    probes = [session.probe(k, n_per_task, "test", bench=bench) for k in ks if k > 0]
+    report = {
+        "num_layers": session.num_layers, "method": session.method, "suite": session.suite.name,
+        "probes": [p.__dict__ for p in probes],
+    }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps(report, indent=2) + "\n")
     _plot(probes, "retention", "retention (pruned / dense)", out / "retention.png")
@@ -151,13 +157,10 @@ def search_ratio(session: Session, target_retention: float | None = None, target
             if session.flop_bound(k) >= target_speedup:
                 return ratio_for(k, session.num_layers), []
         raise ValueError(f"--target-speedup {target_speedup}: even {k_max} of {session.num_layers} layers give only {session.flop_bound(k_max):.3f}x")
-    from interlace.data.vqa import load_split
-
-    validation = load_split("calib", n_per_task)
     low, high, best, probes = 1, k_max, None, []
     while low <= high:
         k = (low + high) // 2
-        probe = session.probe(k, validation, "validation")
+        probe = session.probe(k, n_per_task, "calib")
         probes.append(probe)
         if probe.retention >= target_retention:
             best, low = k, k + 1

