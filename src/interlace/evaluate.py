@@ -17,16 +17,26 @@ from interlace.data.chat import modality_groups, prompt_text, tokenize, tokenize
 
 @dataclass
 class EvalResult:
-    """Exact-match accuracy: overall (mean over samples), per task (the sample's ``source``)."""
+    """Exact-match accuracy: overall (mean over samples), per task (the sample's ``source``).
+
+    A text evaluation (``interlace.evaluate_text``) also sets ``perplexity`` (held-out, per
+    token) and ``tokens`` (how many tokens it was measured on); its ``overall`` is the mean of
+    its tasks' accuracies.
+    """
 
     overall: float
     tasks: dict[str, float]
     n: int
     predictions: list[str] = field(default_factory=list, repr=False)
+    perplexity: float | None = None
+    tokens: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("predictions")
+        for key in ("perplexity", "tokens"):  # a generation-only result serialises as before
+            if data[key] is None:
+                data.pop(key)
         return data
 
     def save(self, path: str | Path) -> None:

@@ -1,7 +1,9 @@
 """FineVision's sample schema, and the paper's 1% recipe on HuggingFaceM4/FineVision.
 
 A sample is ``{"images": [PIL.Image (RGB)], "texts": [{"user": str, "assistant": str}, ...],
-"source": str}``; FineVision's per-turn rating columns are ignored. Every data source (see
+"source": str}``; FineVision's per-turn rating columns are ignored. A row ``{"text": str}`` (no
+or empty ``texts``, no images) is a *plain-text* sample, ``{"images": [], "texts": [], "text": str,
+"source": str}``: a passage to calibrate on or train on every token of. Every data source (see
 ``interlace.data.sources``) yields raw rows in *parts* (a file, a shard, a subset); ``clean_row``
 turns a row into a sample or a skip reason, and ``SampleStream`` counts the skips so that broken
 data fails loudly with its counts instead of training on whatever survived (issue 7).
@@ -202,11 +204,24 @@ def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
     return image.resize((new_width, new_height), Image.Resampling.BICUBIC)
 
 
+def _clean_plain(row: dict, rules: SampleRules, source: str) -> dict:
+    """A plain-text row as a sample: its text must be a non-empty string, and it carries no images."""
+    text, images = row["text"], row.get("images")
+    if not isinstance(text, str) or images not in (None, []):
+        raise RowSkipped("malformed")
+    if not text.strip():
+        raise RowSkipped("empty_texts")
+    if rules.max_text_length is not None and rules.text_length(text) > rules.max_text_length:
+        raise RowSkipped("too_long")
+    return {"images": [], "texts": [], "text": text, "source": str(row.get("source") or source)}
+
+
 def clean_row(row: Any, rules: SampleRules, base_dir: Path | None = None, source: str = "") -> dict:
     """One raw row as a sample; cheap checks first, images decoded last.
 
     Args:
-        row: a dict with ``images`` and ``texts`` (and optionally ``source``); other keys ignored.
+        row: a dict with ``images`` and ``texts`` (and optionally ``source``), or a plain-text row
+            with ``text`` and no (or empty) ``texts``; other keys ignored.
         rules: limits and trimming to apply.
         base_dir: where relative image paths point from.
         source: the ``source`` to use when the row has none.
@@ -214,6 +229,8 @@ def clean_row(row: Any, rules: SampleRules, base_dir: Path | None = None, source
     Raises:
         RowSkipped: with the reason the row cannot be used.
     """
+    if isinstance(row, dict) and "text" in row and not row.get("texts"):
+        return _clean_plain(row, rules, source)
     if not isinstance(row, dict) or "images" not in row or "texts" not in row:
         raise RowSkipped("malformed")
     images = row["images"]

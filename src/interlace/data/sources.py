@@ -12,11 +12,17 @@ SPEC is one of:
                                   and "texts" per row
     owner/name[:subset][@split]   a Hub dataset in FineVision's schema, streamed
     finevision[:sub1,sub2]        the paper's recipe on HuggingFaceM4/FineVision (see finevision.py)
+    pydocs                        real English prose: the Python documentation, as passages
+                                  (realtext.py; needs Debian's python3-doc)
 
-Every source yields FineVision-schema samples with RGB PIL images, cleaned by the same rules;
-unusable rows are skipped and counted (issue 7). Splits: the embedded suite has its own; for any
-other data "train" is every row and "calib" a seeded random fraction of the rows (10%, seed 42:
-the paper calibrates on a random 10% of its training set).
+A JSON(L) row may also be plain text, ``{"text": "...", "source"?}``: it becomes a plain-text
+sample ``{"images": [], "texts": [], "text", "source"}`` that is scored and trained on every token.
+
+Every source yields FineVision-schema samples with RGB PIL images (or plain-text samples), cleaned
+by the same rules; unusable rows are skipped and counted (issue 7). Splits: the embedded suite has
+its own; a text corpus (pydocs) splits by document into calib, train and a held-out "test"; for
+any other data "train" is every row and "calib" a seeded random fraction of the rows (10%, seed
+42: the paper calibrates on a random 10% of its training set).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from interlace.data import vqa
+from interlace.data import realtext, vqa
 from interlace.data.finevision import (
     FINEVISION_RULES,
     DataSpecError,
@@ -55,11 +61,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("embedded", "json", "parquet", "imagefolder", "hub", "finevision")
+KINDS = ("embedded", "json", "parquet", "imagefolder", "hub", "finevision", "text")
+SPLITS = ("calib", "train", "test")
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 HUB_ID = re.compile(r"(?P<repo>[\w.-]+/[\w.-]+)(?::(?P<subset>[\w.-]+))?(?:@(?P<split>[\w.-]+))?")
 SPEC_HELP = (
-    "pass 'embedded[:task,...]', 'finevision[:subset,...]', an existing .jsonl/.json/.parquet file or directory, "
+    f"pass 'embedded[:task,...]', 'finevision[:subset,...]', '{realtext.NAME}', "
+    "an existing .jsonl/.json/.parquet file or directory, "
     "or a Hub id owner/name[:subset][@split]"
 )
 
@@ -70,7 +78,7 @@ class DataSpec:
 
     Attributes:
         text: the spec as given, used in messages.
-        kind: one of KINDS.
+        kind: one of KINDS ("text": a plain-text corpus, split by document).
         path: the local file or directory (json, parquet, imagefolder).
         tasks: the embedded tasks to use.
         subsets: the FineVision subsets to use (empty: all).
@@ -219,13 +227,20 @@ def _peek(spec: DataSpec, parts: list[RowPart], rows: int) -> None:
     first = [row for row, _ in itertools.islice(chain_parts(parts), rows)]
     if not first:
         raise DataSpecError(f"data spec {spec.text!r}: the dataset is empty; point it at data with rows")
+    if isinstance(first[0], dict) and "text" in first[0] and not first[0].get("texts"):
+        if not any(isinstance(row, dict) and isinstance(row.get("text"), str) and row["text"].strip() for row in first):
+            raise DataSpecError(
+                f"data spec {spec.text!r}: none of the first {len(first)} plain-text rows has a non-empty 'text'; "
+                "write rows {'text': '...'}"
+            )
+        return
     missing = [key for key in ("images", "texts") if not (isinstance(first[0], dict) and key in first[0])]
     if missing:
         found = ", ".join(first[0]) if isinstance(first[0], dict) else f"a {type(first[0]).__name__}"
         hint = " (an imagefolder row names them by 'file_name' or 'file_names')" if spec.kind == "imagefolder" else ""
         raise DataSpecError(
             f"data spec {spec.text!r}: rows lack {' and '.join(map(repr, missing))}{hint}, the first row has {found}; "
-            "each row needs images=[...] and texts=[{'user': ..., 'assistant': ...}]"
+            "each row needs images=[...] and texts=[{'user': ..., 'assistant': ...}], or text='...' for plain text"
         )
     answered = any(
         isinstance(row, dict) and isinstance(row.get("texts"), list)
@@ -268,7 +283,8 @@ def parse_data_spec(spec: str = "embedded", *, peek_rows: int = 8) -> DataSpec:
 
     Raises:
         DataSpecError: a path that does not exist, an unknown task, an unreadable or empty file,
-            rows without ``images``/``texts``, or no assistant turns; the message says the fix.
+            rows without ``images``/``texts`` (or ``text``), no assistant turns, or a text corpus
+            that is not installed; the message says the fix.
     """
     text = spec.strip()
     head, _, names = text.partition(":")
@@ -282,6 +298,9 @@ def parse_data_spec(spec: str = "embedded", *, peek_rows: int = 8) -> DataSpec:
         return DataSpec(text, "embedded", tasks=tasks)
     if head == "finevision":  # subset names are checked against the dataset card when it opens
         return DataSpec(text, "finevision", subsets=_names(names))
+    if text == realtext.NAME:
+        realtext.find_root()  # cheap: fails now, with the install command, if the corpus is missing
+        return DataSpec(text, "text")
     path = Path(text).expanduser()
     if text and path.exists():
         parsed = _local_spec(text, path)
@@ -360,9 +379,14 @@ def _embedded_parts(spec: DataSpec, split: str, n: int | None, seed: int) -> lis
     return [RowPart("embedded", len(samples), functools.partial(iter, samples))]
 
 
+def _text_parts(split: str, n: int | None, seed: int) -> list[RowPart]:
+    samples = realtext.load_passages(split, n, seed)
+    return [RowPart(realtext.NAME, len(samples), functools.partial(iter, samples))]
+
+
 def iter_samples(
     spec: str | DataSpec = "embedded",
-    split: Literal["calib", "train"] = "calib",
+    split: Literal["calib", "train", "test"] = "calib",
     n: int | None = None,
     seed: int = 0,
     *,
@@ -371,25 +395,27 @@ def iter_samples(
     rules: SampleRules | None = None,
     max_bad_fraction: float = 0.1,
 ) -> SampleStream:
-    """A stream of clean FineVision-schema samples; its ``stats`` count what was skipped.
+    """A stream of clean FineVision-schema (or plain-text) samples; its ``stats`` count what was skipped.
 
     Args:
         spec: a ``--data`` spec, or one parsed by parse_data_spec.
-        split: "calib" (scoring layers) or "train" (healing).
+        split: "calib" (scoring layers), "train" (healing), or "test" (held out; text corpora only).
         n: at most this many samples; None: the whole split (required for the embedded "train").
             For file and Hub data, calib takes the first n rows of the seeded calibration order
             and train the first n usable rows in file order; rows found broken are not replaced.
-        seed: the embedded suite's seed (file and Hub data are split by calib_seed instead).
+        seed: the embedded suite's seed, and the passage order of a text corpus (file and Hub
+            data are split by calib_seed instead; a text corpus by document, see realtext.py).
         calib_fraction: the share of file and Hub rows in the calibration split.
         calib_seed: the seed of that split (the paper: 42).
         rules: checks and trimming; None: FINEVISION_RULES for finevision, SampleRules() else.
         max_bad_fraction: fail when more than this share of the rows seen are broken.
 
     Raises:
-        DataSpecError: a bad spec, a Hub dataset that cannot be opened, too many broken rows.
+        DataSpecError: a bad spec, a Hub dataset that cannot be opened, too many broken rows, or
+            split "test" for data that holds none out.
     """
-    if split not in ("calib", "train"):
-        raise ValueError(f"split must be 'calib' or 'train', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'calib', 'train' or 'test', got {split!r}")
     if n is not None and n < 1:
         raise ValueError(f"n must be None or >= 1, got {n}")
     if not 0 < calib_fraction <= 1:
@@ -397,8 +423,15 @@ def iter_samples(
     data = spec if isinstance(spec, DataSpec) else parse_data_spec(spec)
     if rules is None:
         rules = FINEVISION_RULES if data.kind == "finevision" else SampleRules()
+    if split == "test" and data.kind != "text":
+        raise DataSpecError(
+            f"data spec {data.text!r}: has no held-out 'test' split (only a text corpus such as "
+            f"{realtext.NAME!r} has one); use split 'calib' or 'train'"
+        )
     if data.kind == "embedded":
         rows = chain_parts(_embedded_parts(data, split, n, seed))
+    elif data.kind == "text":
+        rows = chain_parts(_text_parts(split, n, seed))
     else:
         rows = _select(_parts(data), split, n, calib_fraction, calib_seed)
     return SampleStream(rows, rules, label=data.text, limit=n, max_bad_fraction=max_bad_fraction)
@@ -406,7 +439,7 @@ def iter_samples(
 
 def load_samples(
     spec: str | DataSpec = "embedded",
-    split: Literal["calib", "train"] = "calib",
+    split: Literal["calib", "train", "test"] = "calib",
     n: int | None = None,
     seed: int = 0,
     *,
