@@ -327,10 +327,11 @@ def evaluate_text(
     seed: int = 0,
     progress: bool = True,
     *,
+    split: str = "test",
     max_length: int = 512,
     root: str | Path | None = None,
 ) -> EvalResult:
-    """Held-out perplexity and the continuation and cloze tasks on the pydocs test split.
+    """Perplexity and the continuation and cloze tasks on a pydocs split (held-out test by default).
 
     Args:
         model: a causal LM (transformers-style forward with ``past_key_values``).
@@ -340,6 +341,8 @@ def evaluate_text(
         batch_size: passages per perplexity forward pass.
         seed: the order of the test passages and the distractors' draw.
         progress: show a rich progress bar.
+        split: the pydocs split to build from: "test" (held-out), or "calib" as the validation
+            split of a ratio search (never the healing split).
         max_length: cut passages to this many tokens for perplexity.
         root: the corpus' directory (see ``realtext.find_root``).
 
@@ -352,7 +355,9 @@ def evaluate_text(
     """
     if model.training:
         raise ValueError("evaluate_text needs the model in eval mode (dropout would change the scores); call model.eval()")
-    passages = realtext.load_passages("test", None, seed, root=root)
+    if split not in ("test", "calib"):
+        raise ValueError(f"evaluate_text builds from the 'test' or 'calib' split, got {split!r}")
+    passages = realtext.load_passages(split, None, seed, root=root)
     cloze = cloze_items(passages, items)
     choice = choice_items(passages, items, seed)
     with Progress(disable=not progress, transient=True) as bar:

@@ -41,8 +41,7 @@ class Suite:
             return evaluate(model, processor, load_split(split, n), progress=progress, description=description).to_json()
         from interlace.evaluate_text import evaluate_text
 
-        kwargs = {} if split == "test" else {"split": split}
-        return evaluate_text(model, processor, n=n, items=n, progress=progress, **kwargs).to_json()
+        return evaluate_text(model, processor, n=n, items=n, split=split, progress=progress).to_json()
 
     def retention(self, dense: dict, pruned: dict) -> float | None:
         if self.name == "text":
