@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).parent / "scripts" / "heal_run.py"
 
@@ -24,7 +25,13 @@ def test_two_process_heal_matches_one_process(tmp_path):
     assert len(a["losses"]) == len(b["losses"]) == 3
     # HealResult rounds each loss to 6 decimals, so a loss near 0.04 can differ by one 1e-6 step
     assert a["losses"] == pytest.approx(b["losses"], rel=1e-5, abs=2e-6)
-    assert a["checksum"] == pytest.approx(b["checksum"], rel=1e-6)
+    # Weights: the two runs differ by float noise (gloo's all-reduce sums in another order), which
+    # must be tiny next to what healing moved; a wrong gradient average or a skipped step is not.
+    wa, wb = (torch.load(tmp_path / f"{n}.json.pt") for n in ("one", "two"))
+    assert torch.equal(wa["before"], wb["before"])
+    moved = (wa["after"] - wa["before"]).norm()
+    assert moved > 0
+    assert (wa["after"] - wb["after"]).norm() <= 1e-3 * moved
 
 
 @pytest.mark.slow

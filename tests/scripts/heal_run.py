@@ -2,6 +2,7 @@
 both as one process and under `accelerate launch --num_processes 2` (gloo on CPU)."""
 
 import json
+import os
 import sys
 
 import torch
@@ -14,10 +15,12 @@ from interlace.surgery import remove_layers
 torch.set_num_threads(1)
 model, processor = load_model(None, device="cpu")
 remove_layers(model, [5])
+before = model.model.language_model.layers[4].mlp.down_proj.weight.detach().clone()
 samples = vqa.load_split("calib", 8)[:48]
 config = HealConfig(lr=1e-3, batch_size=16, micro_batch_size=int(sys.argv[2]), seed=0)
 result = heal(model, processor, samples, [4], config, progress=False)
-weight = model.model.language_model.layers[4].mlp.down_proj.weight
-if int(__import__("os").environ.get("RANK", "0")) == 0:
+weight = model.model.language_model.layers[4].mlp.down_proj.weight.detach()
+if int(os.environ.get("RANK", "0")) == 0:
+    torch.save({"before": before, "after": weight.clone()}, sys.argv[1] + ".pt")
     with open(sys.argv[1], "w") as handle:
-        json.dump({"losses": result.losses, "checksum": float(weight.double().sum())}, handle)
+        json.dump({"losses": result.losses}, handle)
