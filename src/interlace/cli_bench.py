@@ -60,8 +60,15 @@ def bench(
     fast: Annotated[bool, typer.Option("--fast", help="Few short runs: a rough speedup in seconds.")] = False,
     dtype: Annotated[str, typer.Option(help="Weights dtype: float32, bfloat16 or float16.")] = "float32",
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ...; default cuda when available.")] = None,
+    engine: Annotated[str, typer.Option(
+        help="transformers (generate here) or vllm (served from .venv-vllm; `make vllm-setup`).")] = "transformers",
+    eager: Annotated[bool, typer.Option(
+        "--eager", help="--engine vllm: skip torch.compile (starts in seconds; slower runs).")] = False,
 ) -> None:
-    """Time prefill (TTFT) and decode of A and B alternately, and compare with the FLOP bound."""
+    """Time prefill (TTFT) and decode of A and B alternately, and compare with the FLOP bound.
+
+    --engine vllm serves each checkpoint with vLLM from .venv-vllm instead (text prompts).
+    """
     import torch
 
     from interlace.bench import BenchSettings, benchmark, parse_image_size
@@ -69,6 +76,10 @@ def bench(
 
     if dtype not in ("float32", "bfloat16", "float16"):
         fail(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    if engine not in ("transformers", "vllm"):
+        fail(f"--engine must be transformers or vllm, got {engine!r}")
+    if engine == "vllm" and (model_b is None or device not in (None, "cpu")):
+        fail("--engine vllm compares two local checkpoints on the CPU: pass DENSE and PRUNED, no --device")
     try:
         size = parse_image_size(image_size)
         base = BenchSettings.fast() if fast else BenchSettings()
@@ -80,6 +91,9 @@ def bench(
         for name in ("prompt_tokens", "new_tokens", "repeats", "warmup", "threads", "image_size"):
             message = message.replace(f"{name} must", f"--{name.replace('_', '-')} must")  # the user's flag spelling
         fail(message)
+    if engine == "vllm":
+        _bench_vllm(model_a, model_b, settings, dtype, eager, json_path)
+        return
     try:
         loaded_a, processor = load_model(model_a, getattr(torch, dtype), device)
         loaded_b = load_model(model_b, getattr(torch, dtype), device)[0] if model_b else None
@@ -93,6 +107,30 @@ def bench(
     console.print(comparison_table(comparison))
     console.print(f"[dim]{settings.repeats} alternating runs each: times are medians, speedups the median of "
                   f"per-round ratios. Memory: {comparison.memory_method}[/]", highlight=False, soft_wrap=True)
+    if json_path:
+        comparison.save(json_path)
+
+
+def _bench_vllm(model_a: str, model_b: str, settings, dtype: str, eager: bool, json_path: Optional[Path]) -> None:
+    """`interlace bench --engine vllm`: the same table, timed by vLLM serving each checkpoint."""
+    from interlace.loading import ModelNotFoundError, resolve
+    from interlace.serve import VllmError, vllm_bench
+
+    try:
+        dirs = [resolve(m) for m in (model_a, model_b)]
+    except ModelNotFoundError as error:
+        fail(str(error))
+    if not all(Path(d).is_dir() for d in dirs):
+        fail(f"--engine vllm needs local checkpoint directories, got {model_a} and {model_b}")
+    names = tuple(Path(m).name or m for m in (model_a, model_b))
+    try:
+        comparison = vllm_bench(*dirs, settings, names=names, dtype=dtype, enforce_eager=eager)
+    except (ValueError, VllmError) as error:
+        fail(str(error))
+    console.print(comparison_table(comparison))
+    console.print(f"[dim]{comparison.machine['engine']}, {comparison.machine['threads']} thread(s); "
+                  f"{settings.repeats} alternating runs each: times are medians, speedups the median of per-round "
+                  f"ratios.[/]", highlight=False, soft_wrap=True)
     if json_path:
         comparison.save(json_path)
 
