@@ -111,7 +111,7 @@ def test_angular_picks_the_block_with_the_smallest_angle():
 
 def test_consecutive_and_random_and_interlace_tn():
     s2 = {2: [0.1, 0.9, 0.3, 0.2, 0.5, 0.2, 0.1]}
-    assert select_layers("consecutive", scores_for([0.5] * 8, s2), 0.25).to_json()["finetuned"] == [3, 4]
+    assert select_layers("consecutive-sk", scores_for([0.5] * 8, s2), 0.25).to_json()["finetuned"] == [3, 4]
     a = select_layers("random", scores_for([0.5] * 8), 0.25, seed=3)
     b = select_layers("random", scores_for([0.5] * 8), 0.25, seed=3)
     assert a.dropped == b.dropped and len(a.dropped) == 2 and not set(a.dropped) & set(a.finetuned)

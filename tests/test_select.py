@@ -80,3 +80,56 @@ def test_budget_and_plan_bookkeeping():
     assert set(plan.frozen) | set(plan.finetuned) == set(plan.kept)
     assert [plan.kept[i] for i in plan.finetuned_after_cut] == plan.finetuned
     assert Plan.from_json(plan.to_json()).to_json() == plan.to_json()
+
+
+# The consecutive ablation (issue 16): the released definition, its S_K variant, and K = 0.
+
+
+def scores(num_layers, s1, s2=None):
+    """s_1 (L - 1 entries) and s_2 (L - 2) as given, s_3 flat; each plus the final-state entry."""
+    from interlace.scores import RedundancyScores
+
+    s2 = [0.5] * (num_layers - 2) if s2 is None else s2
+    similarity = {1: [*s1, 0.0], 2: [*s2, 0.0], 3: [0.5] * (num_layers - 2)}
+    return RedundancyScores(num_layers=num_layers, similarity=similarity, num_samples=1)
+
+
+def test_consecutive_starts_at_the_highest_s1_and_finetunes_the_next_k():
+    from interlace.methods import select_layers
+
+    # L = 8, K = 2; the highest S1 is layer 3: drop 3, 4 and finetune 5, 6.
+    plan = select_layers("consecutive", scores(8, [0.1, 0.2, 0.3, 0.9, 0.8, 0.1, 0.1]), 0.25)
+    assert (plan.dropped, plan.finetuned, plan.anchors) == ([3, 4], [5, 6], [])
+    # The highest S1 is layer 6, where the block and its finetuned layers would not fit in 8
+    # layers; the best start that fits (i + 2K <= L, so i <= 4) is taken: layer 1.
+    plan = select_layers("consecutive", scores(8, [0.1, 0.5, 0.3, 0.2, 0.4, 0.1, 0.99]), 0.25)
+    assert (plan.dropped, plan.finetuned) == ([1, 2], [3, 4])
+    plan = select_layers("consecutive", scores(8, [0.1, 0.9, 0.3, 0.2, 0.4, 0.1, 0.1]), 0.25, protected=(2,))
+    assert plan.dropped == [4, 5] and plan.finetuned == [6, 7]  # blocks over layer 2 are skipped
+
+
+def test_consecutive_sk_keeps_the_old_rule_under_its_own_name():
+    from interlace.methods import METHODS, required_ks, select_layers
+
+    s2 = [0.1, 0.9, 0.3, 0.2, 0.5, 0.2]  # S_2 is best at 1; S1 is best at 3
+    s1 = [0.1, 0.1, 0.1, 0.9, 0.1, 0.1, 0.1]
+    plan = select_layers("consecutive-sk", scores(8, s1, s2), 0.25)
+    assert (plan.dropped, plan.finetuned) == ([1, 2], [3, 4])
+    assert select_layers("consecutive", scores(8, s1, s2), 0.25).dropped == [3, 4]
+    assert "S1" in METHODS["consecutive"].description and "2511.19676" in METHODS["consecutive"].paper
+    assert required_ks("consecutive", 0.25, 8) == (1, 2, 3) and 2 in required_ks("consecutive-sk", 0.25, 8)
+
+
+def test_a_block_that_cannot_fit_is_a_clear_error():
+    from interlace.methods import select_layers
+
+    with pytest.raises(SelectionError, match="followed by 5 to finetune.*lower --ratio"):
+        select_layers("consecutive", scores(8, [0.5] * 7), 0.65)
+
+
+@pytest.mark.parametrize("method", ["consecutive", "consecutive-sk", "angular", "interlace", "shortgpt", "random"])
+def test_a_ratio_that_drops_no_layer_is_the_same_clear_error_for_every_method(method):
+    from interlace.methods import select_layers
+
+    with pytest.raises(SelectionError, match=r"K = floor\(ratio x L\) = 0 removes no layer of 8; raise --ratio"):
+        select_layers(method, scores(8, [0.5] * 7), 0.1)

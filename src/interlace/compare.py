@@ -18,9 +18,9 @@ from typing import Any
 
 from interlace.heal import HealConfig
 
-HEALED_BY_DEFINITION = ("interlace", "interlace-oa", "interlace-tn", "consecutive", "random")
+HEALED_BY_DEFINITION = ("interlace", "interlace-oa", "interlace-tn", "consecutive", "consecutive-sk", "random")
 ALL = (
-    "interlace", "interlace-oa", "interlace-tn", "consecutive", "random",
+    "interlace", "interlace-oa", "interlace-tn", "consecutive", "consecutive-sk", "random",
     "shortgpt", "shortgpt-ft", "angular", "angular-ft", "sleb", "sleb-ft",
     "magnitude-2:4", "wanda-2:4",
 )

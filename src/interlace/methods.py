@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from interlace.scores import RedundancyScores
-from interlace.select import Plan, SelectionError, drop_budget, interlace_select
+from interlace.select import Plan, SelectionError, check_budget, drop_budget, interlace_select
 
 
 @dataclass(frozen=True)
@@ -98,14 +98,31 @@ def _angular(scores: RedundancyScores, ratio: float, protected=(), **_) -> Plan:
 
 
 def _consecutive(scores: RedundancyScores, ratio: float, protected=(), **_) -> Plan:
-    """The paper's ablation: drop the most redundant block of K layers (by S_K), finetune the next K."""
+    """The paper's selection ablation as its authors' code runs it (arXiv 2511.19676: "drop a
+    consecutive block and finetune the next block"): the block starts at the single layer with
+    the highest S1, drops the K layers from there and finetunes the K after them.
+
+    Starts are limited to those where the block and its K finetuned layers lie inside the model
+    and no dropped layer is protected; ties go to the lower index.
+    """
+    n, k = scores.num_layers, drop_budget(ratio, scores.num_layers)
+    s1 = scores.s(1, use_final_state=False)
+    starts = [i for i in range(min(len(s1), n - 2 * k + 1)) if not set(range(i, i + k)) & set(protected)]
+    if not starts:
+        raise SelectionError(f"no block of {k} droppable layers followed by {k} to finetune fits in {n} layers; lower --ratio")
+    best = min(starts, key=lambda i: (-s1[i], i))
+    return _plan("consecutive", n, list(range(best, best + k)), list(range(best + k, best + 2 * k)))
+
+
+def _consecutive_sk(scores: RedundancyScores, ratio: float, protected=(), **_) -> Plan:
+    """A variant of that ablation: the block of K layers with the highest S_K, finetune the next K."""
     n, k = scores.num_layers, drop_budget(ratio, scores.num_layers)
     sk = scores.s(k, use_final_state=False)
     starts = [i for i in range(min(len(sk), n - 2 * k + 1)) if not set(range(i, i + k)) & set(protected)]
     if not starts:
-        raise SelectionError(f"no block of {k} droppable layers followed by {k} to finetune; lower --ratio")
+        raise SelectionError(f"no block of {k} droppable layers followed by {k} to finetune fits in {n} layers; lower --ratio")
     best = min(starts, key=lambda i: (-sk[i], i))
-    return _plan("consecutive", n, list(range(best, best + k)), list(range(best + k, best + 2 * k)))
+    return _plan("consecutive-sk", n, list(range(best, best + k)), list(range(best + k, best + 2 * k)))
 
 
 def _random(scores: RedundancyScores, ratio: float, protected=(), seed: int = 0, **_) -> Plan:
@@ -168,7 +185,8 @@ METHODS: dict[str, Method] = {
         Method("interlace-tn", "INTERLACE ablation: S1 only, drop the most redundant layer, finetune the next, no anchor.", ARXIV + "2511.19676", "the layer after each dropped one", _interlace_tn),
         Method("shortgpt", "Drop the K layers with the lowest Block Influence (1 - cos(input, output)).", ARXIV + "2403.03853", "the kept layer after each dropped one", _shortgpt),
         Method("angular", "Drop the contiguous block of K layers with the smallest angular distance between its input and output.", ARXIV + "2403.17887", "the kept layer after each dropped one", _angular),
-        Method("consecutive", "Paper ablation: drop the most redundant block of K consecutive layers, finetune the next K.", ARXIV + "2511.19676", "the K layers after the block", _consecutive),
+        Method("consecutive", "Paper ablation: drop the K consecutive layers from the one with the highest S1, finetune the next K.", ARXIV + "2511.19676", "the K layers after the block", _consecutive),
+        Method("consecutive-sk", "Variant of that ablation: drop the block of K layers with the highest S_K, finetune the next K.", ARXIV + "2511.19676", "the K layers after the block", _consecutive_sk),
         Method("random", "Paper ablation: random layers to drop and random survivors to finetune (seeded).", ARXIV + "2511.19676", "K random kept layers", _random),
         Method("sleb", "Iteratively remove the block whose removal raises calibration loss least, re-scoring each time.", ARXIV + "2402.09025", "the kept layer after each dropped one", _sleb),
         Method("magnitude-2:4", "Keep the 2 largest |W| of every 4 input weights of each decoder linear; removes no layers.", ARXIV + "2306.11695", "nothing (masks would densify)", _sparsity("magnitude-2:4"), kind="sparsity"),
@@ -184,13 +202,21 @@ def get_method(name: str) -> Method:
 
 
 def required_ks(name: str, ratio: float, num_layers: int) -> tuple[int, ...]:
-    """The s_k distances a method needs (angular and consecutive need k = K)."""
+    """The s_k distances a method needs (angular and consecutive-sk need k = K)."""
     ks = set(get_method(name).ks)
-    if name in ("angular", "consecutive"):
+    if name in ("angular", "consecutive-sk"):
         ks.add(drop_budget(ratio, num_layers))
     return tuple(sorted(ks))
 
 
 def select_layers(name: str, scores: RedundancyScores, ratio: float, **kwargs) -> Plan:
-    """Run a registered method on scores; kwargs: protected, use_final_state, seed, model, processor, calib."""
-    return get_method(name).select(scores, ratio, **kwargs)
+    """Run a registered method on scores; kwargs: protected, use_final_state, seed, model, processor, calib.
+
+    Raises:
+        SelectionError: K = floor(ratio x L) is 0 or leaves fewer than 2 layers, or the method's
+            rules cannot place K drops.
+    """
+    method = get_method(name)
+    if method.kind == "layers":
+        check_budget(drop_budget(ratio, scores.num_layers), scores.num_layers)
+    return method.select(scores, ratio, **kwargs)

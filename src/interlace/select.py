@@ -77,6 +77,14 @@ def drop_budget(ratio: float, num_layers: int) -> int:
     return math.floor(ratio * num_layers + 1e-9)
 
 
+def check_budget(budget: int, num_layers: int) -> None:
+    """Refuse a budget that drops nothing or leaves fewer than 2 of the L layers (every method)."""
+    if budget < 1:
+        raise SelectionError(f"K = floor(ratio x L) = {budget} removes no layer of {num_layers}; raise --ratio")
+    if budget > num_layers - 2:
+        raise SelectionError(f"cannot drop {budget} of {num_layers} layers; keep at least 2 by lowering --ratio")
+
+
 def _ranked(scores: np.ndarray) -> list[int]:
     """Start indices by score descending; ties keep the lower index first."""
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
@@ -115,8 +123,7 @@ def interlace_select(
     """
     if drop_rule not in ("higher_s1", "first"):
         raise ValueError(f"drop_rule must be 'higher_s1' or 'first', got {drop_rule!r}")
-    if not 0 < budget <= num_layers - 2:
-        raise SelectionError(f"cannot drop {budget} of {num_layers} layers; keep at least 2")
+    check_budget(budget, num_layers)
     s1 = np.asarray(s1, dtype=np.float64)
     assigned: set[int] = set()
     groups: list[Group] = []
