@@ -1,9 +1,14 @@
 """Bad input to the real CLI: exit 2, one `error:` line that names the problem, no traceback, and
-no output directory created or touched (issue 7)."""
+no output directory created or touched (issue 7); types, ranges, environment and failure states
+(issue 16)."""
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,9 +16,14 @@ import pytest
 from interlace.data import vqa
 
 
-def run(*args, cwd=None):
+def run(*args, cwd=None, pythonpath=None):
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "COLUMNS": "80"}
-    return subprocess.run([sys.executable, "-m", "interlace", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    paths = [str(p) for p in (pythonpath, os.environ.get("PYTHONPATH")) if p]
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+    return subprocess.run(
+        [sys.executable, "-m", "interlace", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300, stdin=subprocess.DEVNULL
+    )
 
 
 def assert_clean_failure(result, *needles):
@@ -113,3 +123,297 @@ def test_all_problems_are_reported_together(tmp_path):
 
 def test_resume_without_a_previous_run(tmp_path):
     assert_clean_failure(run("prune", "--resume", "--out", str(tmp_path / "out")), "--resume", ".work")
+
+
+def assert_nothing_written(out):
+    out = Path(out)
+    assert not out.exists() and not Path(f"{out}.work").exists() and not Path(f"{out}.tmp").exists()
+
+
+# --- issue 16 -------------------------------------------------------------------------------------
+# 1. YAML values are checked against their declared types, with the key named.
+
+
+def test_yaml_values_of_the_wrong_type_are_each_named(tmp_path):
+    # test_config.py checks each message; here the real CLI reports them all on one line.
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "ratio: abc\ncalib_samples: '10'\ntrain_samples: [1]\nmethod: 3\ndtype: 32\ndo_heal: 'no'\n"
+        "heal:\n  lr: '1e-3'\n  save_every: -1\n"
+    )
+    out = tmp_path / "out"
+    result = run("prune", "--config", str(config), "--out", str(out), "--threads", "1")
+    assert_clean_failure(
+        result, "ratio in --config must be a number", "calib_samples in --config must be an integer",
+        "train_samples in --config", "method in --config must be a string", "dtype in --config must be a string",
+        "do_heal in --config must be true or false", "heal.lr in --config must be a number", "save_every",
+    )  # fmt: skip
+    assert_nothing_written(out)
+
+
+def test_yaml_lr_with_an_exponent_is_a_number(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("ratio: 0\nheal:\n  lr: 1e-3\n")  # ratio 0 stops the run in validation
+    result = run("prune", "--config", str(config), "--out", str(tmp_path / "out"), "--threads", "1")
+    assert_clean_failure(result, "--ratio must be between 0 and 1")
+    assert "lr" not in result.stdout + result.stderr
+
+
+# 2. Healing checks run in validate, before any weights load, all reported at once.
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (("--batch-size", "48", "--micro-batch-size", "32"), ("batch_size 48", "multiple of micro_batch_size 32", "24")),
+        (("--lr", "nan"), ("lr must be", "nan")),
+        (("--lr", "1e308"), ("lr must be", "1e+308")),
+    ],
+)
+def test_healing_options_are_checked_before_anything_loads(tmp_path, args, needles):
+    out = tmp_path / "out"
+    assert_clean_failure(run("prune", *args, "--out", str(out), "--threads", "1"), "healing options", *needles)
+    assert_nothing_written(out)
+
+
+def test_lora_without_peft_is_refused_before_anything_loads(tmp_path):
+    shadow = tmp_path / "no_peft" / "peft"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named peft (hidden by the test)')\n")
+    out = tmp_path / "out"
+    result = run("prune", "--heal-method", "lora", "--out", str(out), "--threads", "1", pythonpath=shadow.parent)
+    assert_clean_failure(result, "--heal-method lora needs peft", "pip install", "--heal-method full")
+    assert_nothing_written(out)
+
+
+def test_four_problems_at_once_are_four_problems_reported(tmp_path):
+    result = run(
+        "prune", "--ratio", "0", "--batch-size", "48", "--micro-batch-size", "32", "--lr", "nan",
+        "--save-every", "-1", "--dtype", "nope", "--out", str(tmp_path / "out"), "--threads", "1",
+    )  # fmt: skip
+    assert_clean_failure(result, "--ratio", "batch_size 48", "lr must be", "save_every", "--dtype 'nope'")
+
+
+# 3. dtype: the documented set, and no float16 healing.
+
+
+def test_unknown_dtype_lists_the_allowed_ones(tmp_path):
+    out = tmp_path / "out"
+    assert_clean_failure(run("prune", "--dtype", "nope", "--out", str(out), "--threads", "1"), "--dtype 'nope'", "float32", "bfloat16")
+    assert_nothing_written(out)
+
+
+def test_float16_healing_is_refused_with_the_reason(tmp_path):
+    out = tmp_path / "out"
+    result = run("prune", "--dtype", "float16", "--out", str(out), "--threads", "1")
+    assert_clean_failure(result, "--dtype float16 cannot heal", "fp32 master", "bfloat16", "--no-heal")
+    assert_nothing_written(out)
+
+
+# 4, 5. --threads beyond the cores, a negative --save-every.
+
+
+def test_more_threads_than_cores(tmp_path):
+    out = tmp_path / "out"
+    assert_clean_failure(run("prune", "--threads", "99999", "--out", str(out)), "--threads", "99999", "cores")
+    assert_nothing_written(out)
+
+
+def test_bench_refuses_more_threads_than_cores():
+    assert_clean_failure(run("bench", "embedded", "--fast", "--threads", "99999"), "--threads", "99999", "cores")
+
+
+def test_negative_save_every(tmp_path):
+    out = tmp_path / "out"
+    assert_clean_failure(run("prune", "--save-every", "-1", "--out", str(out), "--threads", "1"), "save_every", "-1")
+    assert_nothing_written(out)
+
+
+# 6. Non-UTF-8 JSONL rows are malformed rows: skipped and counted; too many of them stop the run.
+
+
+def _latin1_jsonl(tmp_path, good, bad):
+    row = image_row(tmp_path, [{"user": "what is here ?", "assistant": "a cat"}])
+    latin1 = json.dumps({**row, "source": "caf\u00e9"}, ensure_ascii=False).encode("latin-1")
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b"".join([json.dumps(row).encode() + b"\n"] * good + [latin1 + b"\n"] * bad))
+    return path
+
+
+def test_a_non_utf8_row_is_skipped_and_counted(tmp_path):
+    from interlace.data.sources import iter_samples
+
+    stream = iter_samples(str(_latin1_jsonl(tmp_path, good=19, bad=1)), "train")
+    assert len(list(stream)) == 19 and stream.stats.bad == 1 and stream.stats.to_json()["skipped"]["malformed"] == 1
+
+
+def test_mostly_non_utf8_data_fails_naming_the_file_and_leaves_nothing(tmp_path):
+    path = _latin1_jsonl(tmp_path, good=1, bad=19)
+    out = tmp_path / "out"
+    result = run("prune", "--data", str(path), "--no-eval", "--out", str(out), "--threads", "1")
+    assert_clean_failure(result, "data.jsonl", "rows are bad", "malformed")
+    assert_nothing_written(out)
+
+
+# 7. Failure states: before healing, nothing is left; during healing, a resumable <out>.work that
+# the error line names with how to resume or discard it.
+
+POISON = """
+import interlace.heal as heal
+
+calls = {"n": 0}
+real = heal.objective
+
+
+def objective(*args, **kwargs):  # the third forward of healing turns NaN
+    calls["n"] += 1
+    loss = real(*args, **kwargs)
+    return loss * float("nan") if calls["n"] >= 3 else loss
+
+
+heal.objective = objective
+"""
+
+
+def test_nan_while_healing_keeps_a_resumable_work_dir_and_says_so(tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(POISON)
+    out = tmp_path / "out"
+    args = ["--no-eval", "--calib-samples", "24", "--train-samples", "64", "--batch-size", "16", "--micro-batch-size", "16", "--save-every", "1"]
+    result = run("prune", *args, "--out", str(out), "--threads", "1", pythonpath=hook)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output
+    error = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "step 3/4" in error[0], output
+    assert f"{out}.work is kept" in error[0] and "--resume" in error[0] and "step 2" in error[0] and "--overwrite" in error[0]
+    assert (tmp_path / "out.work" / "heal" / "latest" / "meta.json").exists()
+    assert not out.exists() and not (tmp_path / "out.tmp").exists()
+    # the kept run is refused as a fresh start, so that it is never discarded by accident
+    assert_clean_failure(run("prune", *args, "--out", str(out), "--threads", "1"), "out.work", "--resume", "--overwrite")
+
+
+def test_a_leftover_work_dir_is_not_silently_reused(tmp_path):
+    (tmp_path / "out.work").mkdir()
+    (tmp_path / "out.work" / "config.json").write_text("{}")
+    result = run("prune", "--out", str(tmp_path / "out"), "--threads", "1")
+    assert_clean_failure(result, "out.work", "unfinished run", "--resume", "--overwrite")
+    assert (tmp_path / "out.work" / "config.json").read_text() == "{}"
+
+
+# 8. consecutive: the block and the K layers it finetunes must fit in the model.
+
+
+def test_consecutive_block_that_cannot_fit_is_refused_before_calibration(tmp_path):
+    out = tmp_path / "out"
+    result = run("prune", "--method", "consecutive", "--ratio", "0.6", "--out", str(out), "--threads", "1")
+    assert_clean_failure(result, "consecutive", "finetune", "lower --ratio")
+    assert_nothing_written(out)
+
+
+# Further cases of the same kind (issue 16): other commands, broken checkpoints, shared --out.
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A copy of the embedded model's directory, to break."""
+    from interlace.embedded import MODEL_DIR
+
+    def copy(name="model"):
+        return Path(shutil.copytree(MODEL_DIR, tmp_path / name))
+
+    return copy
+
+
+@pytest.mark.parametrize("command", ["prune", "eval", "compare", "sweep", "bench", "cut"])
+def test_truncated_safetensors_fail_before_loading(tmp_path, checkpoint, command):
+    model = checkpoint()
+    with open(model / "model.safetensors", "r+b") as weights:
+        weights.truncate(1_000_000)  # a cut-off download
+    out = tmp_path / "out"
+    args = {
+        "eval": [], "bench": ["--fast"], "cut": [str(out), "--drop", "3"],
+    }.get(command, ["--out", str(out)])
+    result = run(command, str(model), *args, *(["--threads", "1"] if command != "cut" else []))
+    assert_clean_failure(result, "model.safetensors is not a readable safetensors file", "re-download")
+    assert_nothing_written(out)
+
+
+def test_a_checkpoint_without_weights(tmp_path, checkpoint):
+    model = checkpoint()
+    (model / "model.safetensors").unlink()
+    assert_clean_failure(run("prune", str(model), "--out", str(tmp_path / "out"), "--threads", "1"), "no weights")
+
+
+def test_remote_code_is_refused_without_a_prompt(tmp_path, checkpoint):
+    model = checkpoint()
+    config = json.loads((model / "config.json").read_text())
+    config.update(model_type="my_custom_vlm", auto_map={"AutoConfig": "configuration_x.XConfig"})
+    (model / "config.json").write_text(json.dumps(config))
+    result = run("prune", str(model), "--out", str(tmp_path / "out"), "--threads", "1")
+    assert_clean_failure(result, "auto_map", "runs no remote code", "interlace archs")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_an_out_that_cannot_be_created(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert_clean_failure(run("prune", "--out", str(blocker / "out"), "--threads", "1"), "--out", "not a writable directory")
+
+
+def test_a_push_to_hub_that_cannot_work_fails_before_the_run(tmp_path):
+    result = run("prune", "--push-to-hub", "bad repo!!", "--out", str(tmp_path / "out"), "--threads", "1")
+    assert_clean_failure(result, "--push-to-hub 'bad repo!!' is not a Hub repo id")
+    result = run("prune", "--push-to-hub", "me/pruned", "--out", str(tmp_path / "out"), "--threads", "1")
+    assert_clean_failure(result, "HF_HUB_OFFLINE")  # run() sets it
+
+
+def test_negative_seed(tmp_path):
+    assert_clean_failure(run("prune", "--seed", "-1", "--out", str(tmp_path / "out"), "--threads", "1"), "--seed must be >= 0")
+
+
+def test_resume_with_other_options_is_refused(tmp_path):
+    from interlace.config import resolve_config
+    from interlace.pipeline import _config_json
+
+    out = tmp_path / "out"
+    saved = resolve_config({}, {"out": out, "ratio": 0.25})
+    (tmp_path / "out.work").mkdir()
+    (tmp_path / "out.work" / "config.json").write_text(json.dumps(_config_json(saved, saved.heal)))
+    result = run("prune", "--resume", "--ratio", "0.3", "--out", str(out), "--threads", "1", "--no-eval", "--calib-samples", "8", "--train-samples", "32")
+    assert_clean_failure(result, "--resume", "ratio 0.25 -> 0.3", "--overwrite")
+
+
+def test_two_runs_on_one_out(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "out.work"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "interlace", "prune", "--out", str(out), "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not (work / "config.json").exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert (work / "config.json").exists(), first.communicate()[0]
+        assert_clean_failure(run("prune", "--out", str(out), "--threads", "1"), "out.work", "still running", "--resume")
+        for flag in ("--overwrite", "--resume"):  # neither may touch the state of a live run
+            assert_clean_failure(run("prune", flag, "--out", str(out), "--threads", "1"), "another run is using")
+        assert first.poll() is None and (work / "config.json").exists()
+    finally:
+        first.send_signal(signal.SIGTERM)  # before healing: it cleans up like Ctrl-C
+        output = first.communicate(timeout=120)[0]
+    assert first.returncode == 130 and "Traceback" not in output, output
+    assert "before healing started; nothing was kept" in output
+    assert_nothing_written(out)
+
+
+def test_compare_and_sweep_check_their_inputs_at_once(tmp_path):
+    (tmp_path / "report").write_text("")
+    result = run("compare", "--methods", "consecutive,shortgpt", "--ratio", "0.6", "--calib-samples", "0", "--out", str(tmp_path / "report"))
+    assert_clean_failure(result, "asks consecutive", "--calib-samples must be >= 1", "is a file")
+    result = run("sweep", "--method", "slab", "--train-samples", "0", "--out", str(tmp_path / "sweep"))
+    assert_clean_failure(result, "--method 'slab'", "--train-samples must be >= 1")
+    result = run("sweep", "--ratios", "0.1,0.9", "--out", str(tmp_path / "sweep"))
+    assert_clean_failure(result, "--ratios value 0.9", "lower --ratio")
+    assert not (tmp_path / "sweep").exists()

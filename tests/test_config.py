@@ -25,3 +25,83 @@ def test_bad_values_are_config_errors():
         resolve_config({"heal": {"lr": -1}}, {})
     with pytest.raises(ConfigError, match="does not exist"):
         read_yaml("/no/such/file.yaml")
+
+
+# Issue 16: every key is checked against its declared type, with the key named.
+
+
+def write(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return read_yaml(path)
+
+
+def test_an_exponent_without_a_dot_is_the_number_the_user_meant(tmp_path):
+    # YAML 1.1 (PyYAML's default) reads 1e-3 as a string; the config loader reads it as YAML 1.2 does.
+    config = resolve_config(write(tmp_path, "ratio: 2.5e-1\nheal:\n  lr: 1e-3\n  weight_decay: 1E-2\n"), {})
+    assert config.ratio == 0.25 and config.heal.lr == 0.001 and config.heal.weight_decay == 0.01
+    assert write(tmp_path, "model: 1e3_x\n")["model"] == "1e3_x"  # still a string where it is not a number
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("ratio: abc", "ratio in --config must be a number, got 'abc' (str)"),
+        ("calib_samples: '10'", "calib_samples in --config must be an integer, got '10' (str); write the number without quotes"),
+        ("calib_samples: 10.0", "calib_samples in --config must be an integer, got 10.0 (float)"),
+        ("train_samples: [1]", "train_samples in --config must be an integer or null, got [1] (list)"),
+        ("method: 3", "method in --config must be a string, got 3 (int)"),
+        ("dtype: 32", "dtype in --config must be a string, got 32 (int)"),
+        ("do_heal: 'no'", "do_heal in --config must be true or false, got 'no' (str)"),
+        ("do_heal: 0", "do_heal in --config must be true or false, got 0 (int)"),
+        ("out: 3", "out in --config must be a path, got 3 (int)"),
+        ("heal:\n  lr: '1e-3'", "heal.lr in --config must be a number, got '1e-3' (str)"),
+        ("heal:\n  train_lm_head: 'yes'", "heal.train_lm_head in --config must be true or false"),
+    ],
+)
+def test_values_of_the_wrong_type_name_their_key(tmp_path, text, needle):
+    with pytest.raises(ConfigError) as error:
+        resolve_config(write(tmp_path, text + "\n"), {})
+    assert needle in str(error.value)
+
+
+def test_yaml_do_heal_no_unquoted_is_false(tmp_path):
+    assert resolve_config(write(tmp_path, "do_heal: no\n"), {}).do_heal is False
+
+
+def test_the_library_checks_types_too():
+    from interlace.heal import HealConfig
+    from interlace.pipeline import PruneConfig
+
+    with pytest.raises(ConfigError, match=r"ratio must be a number, got 'abc'"):
+        PruneConfig(ratio="abc")
+    with pytest.raises(ValueError, match=r"lr must be a number, got '1e-3' \(str\)"):
+        HealConfig(lr="1e-3")
+    assert PruneConfig(ratio=1, out="x").ratio == 1.0 and PruneConfig(out="x").out.name == "x"
+
+
+@pytest.mark.parametrize(
+    "heal, needle",
+    [
+        ({"lr": float("nan")}, "lr must be"),
+        ({"lr": float("inf")}, "lr must be"),
+        ({"lr": 1e308}, "lr must be"),
+        ({"batch_size": 48, "micro_batch_size": 32}, "multiple of micro_batch_size 32"),
+        ({"save_every": -1}, "save_every must be >= 0"),
+        ({"kd_temperature": float("nan")}, "kd_temperature"),
+        ({"anchor_weight": float("nan")}, "anchor_weight"),
+        ({"weight_decay": -0.1}, "weight_decay"),
+        ({"max_grad_norm": 0.0}, "max_grad_norm"),
+        ({"max_length": 0}, "max_length"),
+    ],
+)
+def test_healing_values_that_cannot_train_are_refused(heal, needle):
+    with pytest.raises(ConfigError, match="healing options") as error:
+        resolve_config({"heal": heal}, {})
+    assert needle in str(error.value)
+
+
+def test_a_batch_size_given_alone_gets_a_micro_batch_that_divides_it():
+    assert resolve_config({}, {"batch_size": 48}).heal.micro_batch_size == 24  # embedded default 32
+    assert resolve_config({}, {"batch_size": 8}).heal.micro_batch_size == 8
+    assert resolve_config({}, {"model": "Qwen/Qwen3-VL-8B-Instruct", "batch_size": 10}).heal.micro_batch_size == 2

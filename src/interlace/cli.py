@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from interlace import cli_bench, cli_surgery
-from interlace.console import console, fail
+from interlace.console import console, cpu_cores, fail
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 cli_surgery.register(app)
@@ -30,12 +30,46 @@ SeedOpt = Annotated[int, typer.Option(help="Seed for data order and any randomne
 
 
 def _threads(threads: int) -> None:
-    import torch
-
-    if threads < 0:
-        fail(f"--threads must be >= 0, got {threads}")
+    # Checked before torch is imported: a huge thread count crashes the import of its pools.
+    if not 0 <= threads <= cpu_cores():
+        fail(f"--threads must be in 0..{cpu_cores()} (the CPU cores here; 0: torch's default), got {threads}")
     if threads:
+        import torch
+
         torch.set_num_threads(threads)
+
+
+def _check_inputs(model, methods=(), ratios=(), calib_samples=1, train_samples=None, eval_n=None, report_dir=None, ratio_flag="--ratio") -> None:
+    """The cheap checks of `prune`'s validation for compare, sweep and eval, all reported at once:
+    the model (config and weight headers), each ratio against each method's shape in its depth,
+    the sample counts and a report directory that is a file."""
+    from interlace.data import vqa
+    from interlace.loading import ModelNotFoundError
+    from interlace.methods import METHODS
+    from interlace.pipeline import budget_problems, check_model
+
+    problems: list[str] = []
+    num_layers = None
+    try:
+        num_layers, _ = check_model(model)
+    except ModelNotFoundError as error:
+        problems.append(str(error))
+    for name in methods:
+        if name.removesuffix("-ft") not in METHODS:
+            problems.append(f"--method {name!r} is unknown; choose from {', '.join(METHODS)}")
+        elif num_layers and METHODS[name.removesuffix("-ft")].kind == "layers":
+            for ratio in ratios:
+                problems += [p.replace("--ratio", ratio_flag, 1) for p in budget_problems(ratio, name.removesuffix("-ft"), num_layers)]
+    if calib_samples < 1:
+        problems.append(f"--calib-samples must be >= 1, got {calib_samples}")
+    if train_samples is not None and train_samples < 1:
+        problems.append(f"--train-samples must be >= 1, got {train_samples}")
+    if eval_n is not None and not 1 <= eval_n <= vqa.TEST_RESERVE:
+        problems.append(f"--eval-samples-per-task must be in 1..{vqa.TEST_RESERVE}, got {eval_n}")
+    if report_dir is not None and report_dir.exists() and not report_dir.is_dir():
+        problems.append(f"--out {report_dir} is a file; pass a directory path")
+    if problems:
+        fail("; ".join(dict.fromkeys(problems)))  # one line, duplicates (same rule, two methods) once
 
 
 def _accuracy_table(title: str, columns: dict[str, dict]) -> Table:
@@ -123,6 +157,7 @@ def eval_command(
     for flag, value in (("--tasks", tasks), ("--limit", limit), ("--lmms-python", lmms_python)):
         if value is not None:
             fail(f"{flag} applies to --harness lmms-eval only; add --harness lmms-eval or drop {flag}")
+    _check_inputs(model)  # a truncated or remote-code checkpoint fails here, not in the load
     try:
         loaded, processor = load_model(model)
     except ModelNotFoundError as error:
@@ -153,12 +188,21 @@ def _run_prune(config) -> "PruneReport":  # noqa: F821
     try:
         return prune(config, log=_stage_log)
     except (ValueError, FileExistsError) as error:
-        fail(str(error).splitlines()[0])
+        fail(_one_line(error))
     except HealInterrupted as error:
-        console.print(f"[bold yellow]interrupted:[/] {error}", highlight=False)
+        console.print(f"[bold yellow]interrupted:[/] {_one_line(error)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130)
+    except KeyboardInterrupt as error:  # outside healing, which saves and raises HealInterrupted
+        console.print(f"[bold yellow]interrupted:[/] {_one_line(error) or 'before healing started; nothing was kept'}", highlight=False, soft_wrap=True)
         raise typer.Exit(130)
     except (NonFiniteLossError, VerificationError) as error:
-        fail(str(error).splitlines()[0], code=1)
+        fail(_one_line(error), code=1)
+
+
+def _one_line(error: BaseException) -> str:
+    """The first line of an error, with the notes prune() adds (what <out>.work holds) appended."""
+    lines = str(error).splitlines()
+    return "; ".join(([lines[0]] if lines else []) + list(getattr(error, "__notes__", ())))
 
 
 def _search_ratio(config, target_retention: float | None, target_speedup: float | None) -> float:
@@ -251,7 +295,7 @@ def prune(
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate before and after: the visual-QA suite, or held-out real text for a text model.")] = True,
     eval_samples_per_task: EvalNOpt = None,
     seed: SeedOpt = 0,
-    dtype: Annotated[str, typer.Option(help="Weights dtype: float32 or bfloat16.")] = "float32",
+    dtype: Annotated[str, typer.Option(help="Weights dtype: float32, bfloat16, or float16 (with --no-heal only).")] = "float32",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from <out>.work.")] = False,
     push_to_hub: Annotated[Optional[str], typer.Option(help="Upload the verified result to this Hub repo (private).")] = None,
@@ -278,11 +322,12 @@ def prune(
     try:
         file_values = read_yaml(config) if config else {}
         defaults = {k: v for k, v in ctx.params.items() if k not in skip and k not in typed and v is not None and k not in file_values and k not in (file_values.get("heal") or {})}
+        if data is None and "data" not in file_values:  # before validation, which checks it
+            given_model = typed.get("model", file_values.get("model"))
+            defaults["data"] = default_data(given_model if isinstance(given_model, (str, type(None))) else None)
         run_config = resolve_config(file_values, {**defaults, **typed})
     except ConfigError as error:
         fail(str(error))
-    if data is None and "data" not in file_values:
-        run_config.data = default_data(run_config.model)
     if target_retention is not None or target_speedup is not None:
         run_config.ratio = _search_ratio(run_config, target_retention, target_speedup)
     report = _run_prune(run_config)
@@ -329,16 +374,18 @@ def compare(
         fail(str(error))
     if not 0 < ratio < 1:
         fail(f"--ratio must be between 0 and 1 (exclusive), got {ratio}")
+    _check_inputs(model, names, [ratio], calib_samples, train_samples, eval_samples_per_task, out)
     heal_config = None
     given = {k: v for k, v in (("lr", lr), ("batch_size", batch_size), ("micro_batch_size", micro_batch_size)) if v is not None}
     if given:
+        from interlace.config import fit_micro_batch
         from interlace.heal import HealConfig
         from interlace.pipeline import EMBEDDED_HEAL
 
         base = EMBEDDED_HEAL if model in (None, "embedded") else {}
         values = {**base, "seed": seed, **given}
-        if "micro_batch_size" not in given and values.get("micro_batch_size", 4) > values.get("batch_size", 32):
-            values["micro_batch_size"] = values["batch_size"]
+        if "micro_batch_size" not in given and values.get("batch_size", 32) >= 1:
+            values["micro_batch_size"] = fit_micro_batch(values.get("batch_size", 32), values.get("micro_batch_size", 4))
         try:
             heal_config = HealConfig(**values)
         except ValueError as error:
@@ -380,6 +427,7 @@ def sweep(
         fail(f"--ratios must be a comma list of numbers, got {ratios!r}")
     if not values or not all(0 < r < 1 for r in values):
         fail(f"--ratios must be between 0 and 1 (exclusive), got {ratios!r}")
+    _check_inputs(model, [method], values, calib_samples, train_samples, eval_samples_per_task, out, ratio_flag="--ratios value")
     session = Session(model, data, None, seed, calib_samples, train_samples, method, log=_stage_log)
     report = run_sweep(session, values, eval_samples_per_task, out, bench=bench)
     table = Table(title=f"sweep: {method}")

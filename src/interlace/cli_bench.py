@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from interlace.console import console, fail
+from interlace.console import console, cpu_cores, fail
 
 
 def comparison_table(comparison) -> Table:
@@ -91,6 +91,9 @@ def bench(
         for name in ("prompt_tokens", "new_tokens", "repeats", "warmup", "threads", "image_size"):
             message = message.replace(f"{name} must", f"--{name.replace('_', '-')} must")  # the user's flag spelling
         fail(message)
+    if threads > cpu_cores():
+        fail(f"--threads must be in 0..{cpu_cores()} (the CPU cores here; 0: torch's default), got {threads}")
+    _check_models(model_a, model_b)
     if engine == "vllm":
         _bench_vllm(model_a, model_b, settings, dtype, eager, json_path)
         return
@@ -109,6 +112,22 @@ def bench(
                   f"per-round ratios. Memory: {comparison.memory_method}[/]", highlight=False, soft_wrap=True)
     if json_path:
         comparison.save(json_path)
+
+
+def _check_models(*models: str | None) -> None:
+    """Config and weight headers of each model (no weights load): a cut-off download fails here."""
+    from interlace.loading import ModelNotFoundError
+    from interlace.pipeline import check_model
+
+    problems = []
+    for model in models:
+        if model is not None:
+            try:
+                check_model(model)
+            except ModelNotFoundError as error:
+                problems.append(str(error))
+    if problems:
+        fail("; ".join(problems))
 
 
 def _bench_vllm(model_a: str, model_b: str, settings, dtype: str, eager: bool, json_path: Optional[Path]) -> None:

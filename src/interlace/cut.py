@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig
 
 from interlace.arch import checkpoint_layer_prefix, cut_config, deepstack_count, per_layer_fields, plan_kept
@@ -132,8 +132,16 @@ def cut_checkpoint(src: str | Path, dst: str | Path, drop: Sequence[int], *, dee
 
     keys: list[str] = []
     for shard in shards:
-        with safe_open(src / shard, framework="pt") as handle:
-            keys += list(handle.keys())
+        if not (src / shard).is_file():
+            raise FileNotFoundError(f"{src} lacks the weight shard {shard} named by {INDEX_NAME}; re-download it")
+        try:
+            with safe_open(src / shard, framework="pt") as handle:
+                keys += list(handle.keys())
+        except SafetensorError as error:  # the header checks that the file covers every tensor
+            raise ValueError(
+                f"{src / shard} is not a readable safetensors file ({str(error).splitlines()[0]}), "
+                "e.g. a cut-off download; re-download or re-save it"
+            ) from None
     prefix = checkpoint_layer_prefix(config, keys)
     cut_config(config, kept)
 

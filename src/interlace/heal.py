@@ -85,23 +85,47 @@ class HealConfig:
     lora_alpha: float = 32.0
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.method not in ("full", "lora") or self.lora_rank < 1:
-            problems.append(f"method must be full or lora with lora_rank >= 1, got {self.method!r}, {self.lora_rank}")
+        from interlace.typecheck import type_problems
+
+        problems = type_problems(self)  # "1e-3" or [1] would fail the comparisons below obscurely
+        if problems:
+            raise ValueError("; ".join(problems))
+        finite = math.isfinite
+        if self.method not in ("full", "lora"):
+            problems.append(f"method must be full or lora, got {self.method!r}")
+        if self.lora_rank < 1 or not (finite(self.lora_alpha) and self.lora_alpha > 0):
+            problems.append(f"need lora_rank >= 1 and lora_alpha > 0, got {self.lora_rank} and {self.lora_alpha}")
         if self.loss not in ("ce", "kd", "kd+ce"):
             problems.append(f"loss must be ce, kd or kd+ce, got {self.loss!r}")
-        if not 0 <= self.kd_alpha <= 1 or self.kd_temperature <= 0 or self.kd_top_k < 0 or self.anchor_weight < 0:
-            problems.append("need 0 <= kd_alpha <= 1, kd_temperature > 0, kd_top_k >= 0, anchor_weight >= 0")
-        if self.lr <= 0:
-            problems.append(f"lr must be > 0, got {self.lr}")
+        # Written as "not (x > 0)" so that NaN, which compares false with everything, fails too.
+        if not (0 <= self.kd_alpha <= 1) or not (finite(self.kd_temperature) and self.kd_temperature > 0) or self.kd_top_k < 0:
+            problems.append("need 0 <= kd_alpha <= 1, kd_temperature > 0 (finite) and kd_top_k >= 0")
+        if not (finite(self.anchor_weight) and self.anchor_weight >= 0):
+            problems.append(f"anchor_weight must be a finite number >= 0, got {self.anchor_weight}")
+        if not 0 < self.lr <= 1:  # inf and 1e308 are finite-looking inputs that end as a NaN loss
+            problems.append(f"lr must be a number in (0, 1], got {self.lr} (the paper: 1e-5; the embedded model: 1e-3)")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not (finite(self.weight_decay) and self.weight_decay >= 0):
+            problems.append(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (finite(self.max_grad_norm) and self.max_grad_norm > 0):
+            problems.append(f"max_grad_norm must be a finite number > 0, got {self.max_grad_norm}")
         if self.micro_batch_size < 1 or self.batch_size < self.micro_batch_size:
             problems.append(f"need 1 <= micro_batch_size <= batch_size, got {self.micro_batch_size} and {self.batch_size}")
+        elif self.batch_size % self.micro_batch_size:
+            problems.append(
+                f"batch_size {self.batch_size} must be a multiple of micro_batch_size {self.micro_batch_size} "
+                f"(an optimizer step is whole micro-batches); e.g. micro_batch_size "
+                f"{max(d for d in range(1, self.micro_batch_size + 1) if self.batch_size % d == 0)}"
+            )
         if self.mixed_precision not in ("auto", "bf16", "no"):
             problems.append(f"mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
         if self.epochs < 1:
             problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if self.max_length < 1:
+            problems.append(f"max_length must be >= 1, got {self.max_length}")
+        if self.save_every < 0:
+            problems.append(f"save_every must be >= 0 (0: save only on interruption), got {self.save_every}")
         if problems:
             raise ValueError("; ".join(problems))
 

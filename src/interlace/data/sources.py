@@ -110,17 +110,17 @@ class DataSpec:
 
 
 def _read_jsonl(path: Path) -> Iterator[Any]:
-    with path.open(encoding="utf-8") as lines:
+    with path.open("rb") as lines:  # bytes: a line that is not UTF-8 is one bad row, not a crash
         for line in lines:
             if line.strip():
                 try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
+                    yield json.loads(line.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
                     yield None  # a malformed row, counted by the stream
 
 
 def _count_lines(path: Path) -> int:
-    with path.open(encoding="utf-8") as lines:
+    with path.open("rb") as lines:
         return sum(1 for line in lines if line.strip())
 
 
