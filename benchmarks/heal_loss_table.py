@@ -18,7 +18,7 @@ from interlace.compare import apply_plan
 from interlace.data.vqa import load_split
 from interlace.evaluate import evaluate
 from interlace.heal import HealConfig
-from interlace.pipeline import EMBEDDED_HEAL
+from interlace.config import EMBEDDED_HEAL
 from interlace.select import drop_budget
 from interlace.sweep import Session, ratio_for
 

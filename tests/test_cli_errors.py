@@ -293,6 +293,41 @@ def test_nan_while_healing_keeps_a_resumable_work_dir_and_says_so(tmp_path):
     assert_clean_failure(run("prune", *args, "--out", str(out), "--threads", "1"), "out.work", "--resume", "--overwrite")
 
 
+INTERRUPT = """
+import importlib
+
+module = importlib.import_module("{module}")
+
+
+def interrupted(*args, **kwargs):  # Ctrl-C arrives while this stage runs
+    raise KeyboardInterrupt
+
+
+setattr(module, "{name}", interrupted)
+"""
+
+
+@pytest.mark.parametrize(
+    "module, name, kept",
+    [("interlace.analyze", "compute_scores", False), ("interlace.verify", "verify", True)],
+    ids=["calibration", "save-verify"],
+)
+def test_ctrl_c_at_a_stage_leaves_what_the_readme_says(tmp_path, module, name, kept):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(INTERRUPT.format(module=module, name=name))
+    out = tmp_path / "out"
+    args = ["--no-eval", "--calib-samples", "24", "--train-samples", "32", "--batch-size", "16", "--micro-batch-size", "16"]
+    result = run("prune", *args, "--out", str(out), "--threads", "1", pythonpath=hook)
+    output = result.stdout + result.stderr
+    assert result.returncode == 130 and "Traceback" not in output, output
+    line = [line for line in output.splitlines() if line.startswith("interrupted:")]
+    assert len(line) == 1, output
+    assert not out.exists() and not (tmp_path / "out.tmp").exists()
+    assert (tmp_path / "out.work").exists() == kept
+    assert (f"{out}.work is kept" in line[0] and "--resume" in line[0]) if kept else "nothing was kept" in line[0]
+
+
 def test_a_leftover_work_dir_is_not_silently_reused(tmp_path):
     (tmp_path / "out.work").mkdir()
     (tmp_path / "out.work" / "config.json").write_text("{}")
@@ -374,14 +409,24 @@ def test_negative_seed(tmp_path):
 
 def test_resume_with_other_options_is_refused(tmp_path):
     from interlace.config import resolve_config
-    from interlace.pipeline import _config_json
+    from interlace.config import config_json
 
     out = tmp_path / "out"
     saved = resolve_config({}, {"out": out, "ratio": 0.25})
     (tmp_path / "out.work").mkdir()
-    (tmp_path / "out.work" / "config.json").write_text(json.dumps(_config_json(saved, saved.heal)))
+    (tmp_path / "out.work" / "config.json").write_text(json.dumps(config_json(saved, saved.heal)))
     result = run("prune", "--resume", "--ratio", "0.3", "--out", str(out), "--threads", "1", "--no-eval", "--calib-samples", "8", "--train-samples", "32")
     assert_clean_failure(result, "--resume", "ratio 0.25 -> 0.3", "--overwrite")
+
+
+def test_a_ratio_search_is_validated_before_it_starts(tmp_path):
+    # issue 19: --target-retention ran its search (a load, calibration, heals) before validate()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = run("prune", "--target-retention", "0.9", "--out", str(out), "--threads", "1")
+    assert_clean_failure(result, "--out", "--overwrite")
+    assert "searching" not in result.stdout and (out / "keep.txt").read_text() == "mine"
 
 
 def test_two_runs_on_one_out(tmp_path):

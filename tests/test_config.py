@@ -3,7 +3,7 @@
 import pytest
 
 from interlace.config import read_yaml, resolve_config
-from interlace.pipeline import EMBEDDED_HEAL, ConfigError
+from interlace.config import EMBEDDED_HEAL, ConfigError
 
 
 def test_flags_override_yaml_which_overrides_defaults(tmp_path):
@@ -71,7 +71,7 @@ def test_yaml_do_heal_no_unquoted_is_false(tmp_path):
 
 def test_the_library_checks_types_too():
     from interlace.heal import HealConfig
-    from interlace.pipeline import PruneConfig
+    from interlace.config import PruneConfig
 
     with pytest.raises(ConfigError, match=r"ratio must be a number, got 'abc'"):
         PruneConfig(ratio="abc")

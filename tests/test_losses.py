@@ -74,3 +74,13 @@ def test_lora_healing_merges_into_a_plain_model():
     assert changed and all(".layers.3." in n or ".layers.7." in n for n in changed)
     assert all("proj" in n for n in changed)  # only linear weights of the chosen layers moved
     assert result.trainable_parameters < sum(before[n].numel() for n in before if ".layers.3." in n)
+
+
+def test_lora_healing_keeps_train_lm_head():
+    # issue 19: LoRA healing froze everything again after set_trainable and dropped the lm_head
+    model, processor = load_model(None)
+    head = model.get_output_embeddings().weight.detach().clone()
+    samples = vqa.load_split("calib", 8)[:16]
+    config = HealConfig(lr=1e-2, batch_size=8, micro_batch_size=8, method="lora", lora_rank=4, train_lm_head=True)
+    heal(model, processor, samples, [3], config, progress=False)
+    assert not torch.equal(head, model.get_output_embeddings().weight)

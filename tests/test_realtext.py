@@ -2,7 +2,8 @@
 and the held-out text evaluation (evaluate_text.py).
 
 The corpus functions run on a hand-made corpus everywhere; the tests on the installed Python
-documentation and on the real SmolLM2 model skip, saying why, where those are missing.
+documentation and on the real SmolLM2 model need both, which `make test` installs: without them
+they fail with the install command rather than skip.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def _has_pydocs() -> bool:
     return True
 
 
-needs_pydocs = pytest.mark.skipif(not _has_pydocs(), reason=f"the Python docs are not installed: {realtext.INSTALL_HINT}")
+def _require_pydocs() -> None:
+    if not _has_pydocs():
+        pytest.fail(f"the Python docs are not installed: {realtext.INSTALL_HINT} (`make test` installs them)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,8 +221,8 @@ def test_jsonl_rows_of_plain_text_load_as_plain_text_samples(tmp_path):
         parse_data_spec(str(empty))
 
 
-@needs_pydocs
 def test_the_installed_python_docs_are_a_large_split_corpus():
+    _require_pydocs()
     documents = _check_splits()
     words = sum(len(p.split()) for by_document in documents.values() for ps in by_document.values() for p in ps)
     assert sum(map(len, documents.values())) >= 300 and words >= 300_000
@@ -337,9 +340,9 @@ def _smollm2():
     try:
         zoo.gguf_path(zoo.SMOLLM2)
     except zoo.RealModelUnavailable as error:
-        pytest.skip(f"the real model is not installed: {error}")
+        pytest.fail(f"the real model is not installed: {error} (`make test` installs it)")
     if not _has_pydocs():
-        pytest.skip(f"the Python docs are not installed: {realtext.INSTALL_HINT}")
+        pytest.fail(f"the Python docs are not installed: {realtext.INSTALL_HINT} (`make test` installs them)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = zoo.materialize("smollm2")

@@ -51,3 +51,20 @@ def test_sweep_cli_writes_json_and_two_curves(tmp_path):
     assert all(0 <= p["retention"] and p["flop_bound"] > 1 for p in report["probes"])
     for png in ("retention.png", "speedup.png"):
         assert (tmp_path / "s" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("method", ["angular", "consecutive-sk"])
+def test_a_block_method_probes_any_k_from_one_calibration(method):
+    # issue 19: the session scored with the default windows (1, 2, 3), so a block of K > 3 ended
+    # in a KeyError from scores.s; its plans must equal the method run on scores with s_K itself
+    from interlace.analyze import compute_scores
+    from interlace.methods import select_layers
+
+    heal = HealConfig(lr=1e-3, batch_size=16, micro_batch_size=16)
+    session = Session(None, "embedded", heal, seed=0, calib_samples=24, train_samples=32, method=method, log=lambda *_: None)
+    assert session.max_feasible() >= 5
+    own = compute_scores(session.model, session.processor, session.calib, ks=(1, 2, 3, 4, 5), progress=False)
+    for k in (4, 5):
+        plan = session.plan(k)
+        assert len(plan.dropped) == k and plan.dropped == list(range(plan.dropped[0], plan.dropped[0] + k))
+        assert plan.dropped == select_layers(method, own, ratio_for(k, 12)).dropped

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from interlace import cli_bench, cli_surgery
+from interlace.config import HealConfig, PruneConfig
 from interlace.console import console, cpu_cores, fail
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -28,6 +29,8 @@ TrainOpt = Annotated[Optional[int], typer.Option(help="Healing samples (one epoc
 EvalNOpt = Annotated[Optional[int], typer.Option(help="Held-out items per task of the built-in suite (default: 500 visual-QA questions; 100 for text models).")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for data order and any randomness.")]
 
+# Each default lives once, in the dataclass (healing flags default to None: the model picks them).
+PRUNE, HEAL = PruneConfig(), HealConfig()
 
 def _threads(threads: int) -> None:
     # Checked before torch is imported: a huge thread count crashes the import of its pools.
@@ -43,10 +46,10 @@ def _check_inputs(model, methods=(), ratios=(), calib_samples=1, train_samples=N
     """The cheap checks of `prune`'s validation for compare, sweep and eval, all reported at once:
     the model (config and weight headers), each ratio against each method's shape in its depth,
     the sample counts and a report directory that is a file."""
+    from interlace.config import check_model
     from interlace.data import vqa
     from interlace.loading import ModelNotFoundError
-    from interlace.methods import METHODS
-    from interlace.pipeline import budget_problems, check_model
+    from interlace.methods import METHODS, budget_problems
 
     problems: list[str] = []
     num_layers = None
@@ -214,8 +217,17 @@ def _search_ratio(config, target_retention: float | None, target_speedup: float 
         fail(f"--target-retention must be in (0, 1], got {target_retention}")
     if target_speedup is not None and target_speedup <= 1:
         fail(f"--target-speedup must be > 1, got {target_speedup}")
+    from interlace.config import ConfigError, validate
+
+    try:  # the search loads, calibrates and heals: every input is checked before it, as for prune
+        validate(config)
+    except ConfigError as error:
+        fail(str(error))
     console.print("[bold]searching the ratio...[/]")
-    session = Session(config.model, config.data, config.heal, config.seed, config.calib_samples, config.train_samples, config.method, log=_stage_log)
+    session = Session(
+        config.model, config.data, config.heal, config.seed, config.calib_samples, config.train_samples, config.method,
+        log=_stage_log, dtype=config.dtype, deepstack=config.deepstack,
+    )
     try:
         ratio, _ = search_ratio(session, target_retention, target_speedup)
     except ValueError as error:
@@ -274,11 +286,11 @@ def methods() -> None:
 def prune(
     ctx: typer.Context,
     model: ModelArg = None,
-    out: Annotated[Path, typer.Option("--out", help="Output directory for the pruned checkpoint.")] = Path("runs/interlace"),
-    ratio: Annotated[float, typer.Option(help="Share of decoder layers to remove (K = floor(ratio * L)).")] = 0.25,
-    method: Annotated[str, typer.Option(help="Selection method; see `interlace methods`.")] = "interlace",
+    out: Annotated[Path, typer.Option("--out", help="Output directory for the pruned checkpoint.")] = PRUNE.out,
+    ratio: Annotated[float, typer.Option(help="Share of decoder layers to remove (K = floor(ratio * L)).")] = PRUNE.ratio,
+    method: Annotated[str, typer.Option(help="Selection method; see `interlace methods`.")] = PRUNE.method,
     data: DataOpt = None,
-    calib_samples: CalibOpt = 384,
+    calib_samples: CalibOpt = PRUNE.calib_samples,
     train_samples: TrainOpt = None,
     lr: Annotated[Optional[float], typer.Option(help="Healing learning rate (paper: 1e-5; embedded: 1e-3).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Effective healing batch (paper: 32).")] = None,
@@ -289,15 +301,15 @@ def prune(
     anchor_weight: Annotated[Optional[float], typer.Option(help="Weight of the anchors' hidden-state loss (kd only).")] = None,
     method_heal: Annotated[Optional[str], typer.Option("--heal-method", help="full (the paper) or lora (peft adapters, merged before saving).")] = None,
     lora_rank: Annotated[Optional[int], typer.Option(help="LoRA rank for --heal-method lora.")] = None,
-    do_heal: Annotated[bool, typer.Option("--heal/--no-heal", help="Heal the survivor layers.")] = True,
-    train_lm_head: Annotated[bool, typer.Option(help="Also train the lm_head (the paper freezes it).")] = False,
-    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for activation memory.")] = False,
-    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate before and after: the visual-QA suite, or held-out real text for a text model.")] = True,
-    eval_samples_per_task: EvalNOpt = None,
-    seed: SeedOpt = 0,
-    dtype: Annotated[str, typer.Option(help="Weights dtype: float32, bfloat16, or float16 (with --no-heal only).")] = "float32",
-    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from <out>.work.")] = False,
+    do_heal: Annotated[bool, typer.Option("--heal/--no-heal", help="Heal the survivor layers.")] = PRUNE.do_heal,
+    train_lm_head: Annotated[bool, typer.Option(help="Also train the lm_head (the paper freezes it).")] = HEAL.train_lm_head,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for activation memory.")] = HEAL.gradient_checkpointing,
+    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate before and after: the visual-QA suite, or held-out real text for a text model.")] = PRUNE.evaluate,
+    eval_samples_per_task: EvalNOpt = PRUNE.eval_samples_per_task,
+    seed: SeedOpt = PRUNE.seed,
+    dtype: Annotated[str, typer.Option(help="Weights dtype: float32, bfloat16, or float16 (with --no-heal only).")] = PRUNE.dtype,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = PRUNE.overwrite,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from <out>.work.")] = PRUNE.resume,
     push_to_hub: Annotated[Optional[str], typer.Option(help="Upload the verified result to this Hub repo (private).")] = None,
     target_retention: Annotated[Optional[float], typer.Option(help="Pick the largest ratio whose healed model keeps this retention (validation split).")] = None,
     target_speedup: Annotated[Optional[float], typer.Option(help="Pick the smallest ratio whose FLOP-bound prefill speedup reaches this.")] = None,
@@ -309,7 +321,7 @@ def prune(
     from click.core import ParameterSource
 
     from interlace.config import read_yaml, resolve_config
-    from interlace.pipeline import ConfigError
+    from interlace.config import ConfigError
     from interlace.suites import default_data
 
     _threads(threads)
@@ -378,16 +390,10 @@ def compare(
     heal_config = None
     given = {k: v for k, v in (("lr", lr), ("batch_size", batch_size), ("micro_batch_size", micro_batch_size)) if v is not None}
     if given:
-        from interlace.config import fit_micro_batch
-        from interlace.heal import HealConfig
-        from interlace.pipeline import EMBEDDED_HEAL
+        from interlace.config import default_heal
 
-        base = EMBEDDED_HEAL if model in (None, "embedded") else {}
-        values = {**base, "seed": seed, **given}
-        if "micro_batch_size" not in given and values.get("batch_size", 32) >= 1:
-            values["micro_batch_size"] = fit_micro_batch(values.get("batch_size", 32), values.get("micro_batch_size", 4))
         try:
-            heal_config = HealConfig(**values)
+            heal_config = default_heal(model, seed, given)
         except ValueError as error:
             fail(f"healing options: {error}")
     config = CompareConfig(
@@ -448,7 +454,7 @@ def demo(
     threads: ThreadsOpt = 1,
 ) -> None:
     """Prune 25% of the embedded model with INTERLACE, heal, and print the before/after table."""
-    from interlace.pipeline import PruneConfig
+    from interlace.config import PruneConfig
 
     _threads(threads)
     report = _run_prune(PruneConfig(out=out, ratio=0.25, overwrite=True))

@@ -18,7 +18,6 @@ from typing import Any
 
 from interlace.heal import HealConfig
 
-HEALED_BY_DEFINITION = ("interlace", "interlace-oa", "interlace-tn", "consecutive", "consecutive-sk", "random")
 ALL = (
     "interlace", "interlace-oa", "interlace-tn", "consecutive", "consecutive-sk", "random",
     "shortgpt", "shortgpt-ft", "angular", "angular-ft", "sleb", "sleb-ft",
@@ -75,17 +74,17 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
     """Run dense, Dense-FT and every method; write table, chart and JSON under ``config.out``."""
     import torch
 
-    from interlace.analyze import compute_scores, plot_scores
+    from interlace.analyze import plot_scores
     from interlace.arch import get_arch
     from interlace.data import sources
     from interlace.heal import heal
     from interlace.loading import load_model
-    from interlace.methods import get_method, required_ks, select_layers
-    from interlace.pipeline import EMBEDDED_HEAL, train_sample_count
+    from interlace.methods import get_method
+    from interlace.stages import calibrate, pruned_copy, select
+    from interlace.config import default_heal, train_sample_count
     from interlace.suites import suite_for
 
-    embedded = config.model in (None, "embedded")
-    heal_config = config.heal or HealConfig(**(EMBEDDED_HEAL if embedded else {}), seed=config.seed)
+    heal_config = config.heal or default_heal(config.model, config.seed)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     dense_model, processor = load_model(config.model, dtype=getattr(torch, config.dtype))
@@ -105,8 +104,7 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
     log("evaluating dense")
     dense = evaluate(dense_model, "dense")
     log(f"dense: {suite.headline(dense)}")
-    ks = sorted({k for m in config.methods for k in required_ks(m.removesuffix("-ft"), config.ratio, num_layers)})
-    scores = compute_scores(dense_model, processor, calib, ks=tuple(ks))
+    scores = calibrate(dense_model, processor, calib, config.methods, [config.ratio], num_layers)
     plot_scores(scores, out / "scores.png", title=f"{config.model or 'embedded'}: layer redundancy")
 
     log("dense-FT: the same healing budget on every decoder layer")
@@ -123,14 +121,14 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
         started = time.perf_counter()
         base = name.removesuffix("-ft")
         method = get_method(base)
-        healed = name.endswith("-ft") or base in HEALED_BY_DEFINITION
+        healed = name.endswith("-ft") or method.heals_by_definition
         log(f"{name}: selecting")
         if base not in plans:  # SLEB's plan is expensive: share it between sleb and sleb-ft
-            plans[base] = select_layers(base, scores, config.ratio, protected=arch.protected, seed=config.seed, model=dense_model, processor=processor, calib=calib)
+            plans[base] = select(base, scores, config.ratio, arch, model=dense_model, processor=processor, calib=calib, seed=config.seed)
         plan = plans[base]
         if healed and plan.finetuned:
             log(f"{name}: healing layers {plan.finetuned}")
-        model = apply_plan(dense_model, processor, plan, train if healed else None, heal_config, calib)
+        model = pruned_copy(dense_model, processor, plan, train if healed else None, heal_config, calib)
         result = evaluate(model, name)
         removed = len(plan.dropped)
         # one timing per depth; each sparsity method is timed itself (its depth is the dense one)
@@ -169,24 +167,6 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
     (out / "compare.md").write_text(markdown_table(report))
     plot_comparison(report, out / "compare.png")
     return report
-
-
-def apply_plan(dense_model: Any, processor: Any, plan: Any, train: list | None, heal_config: HealConfig, calib: list) -> Any:
-    """A pruned copy of ``dense_model``: cut (or sparsified) by ``plan``, healed when ``train`` is given."""
-    from interlace.heal import heal
-    from interlace.methods import apply_sparsity, get_method
-    from interlace.surgery import remove_layers
-
-    model = copy.deepcopy(dense_model)
-    if get_method(plan.method).kind == "sparsity":
-        apply_sparsity(plan.method, model, processor, calib)
-        return model
-    remove_layers(model, plan.dropped)
-    if train and plan.finetuned:
-        # the untouched dense model is the teacher for distillation losses: no second copy needed
-        anchors = [(plan.kept.index(a), a) for a in plan.anchors]
-        heal(model, processor, train, plan.finetuned_after_cut, heal_config, teacher=dense_model, anchor_pairs=anchors)
-    return model
 
 
 def _speedup(dense: Any, pruned: Any, processor: Any, enabled: bool) -> float | None:
@@ -238,7 +218,10 @@ def plot_comparison(report: dict, path: Path) -> None:
     else:
         dense_vs_ft = report["dense"]["overall"] / report["dense_ft"]["overall"]
     values = [dense_vs_ft] + [e["retention_vs_dense_ft"] for e in report["methods"].values()]
-    colours = ["#7f7f7f"] + ["#2ca02c" if n.startswith("interlace") else "#1f77b4" if report["methods"][n]["healed"] else "#ff7f0e" for n in report["methods"]]
+    from interlace.methods import get_method
+
+    family = {n: get_method(n.removesuffix("-ft")).family for n in report["methods"]}
+    colours = ["#7f7f7f"] + ["#2ca02c" if family[n] == "interlace" else "#1f77b4" if report["methods"][n]["healed"] else "#ff7f0e" for n in report["methods"]]
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names)), 3.6))
     bars = ax.bar(names, [100 * v for v in values], color=colours)
     for bar, value in zip(bars, values):

@@ -1,22 +1,442 @@
-"""Resolve a run's configuration: defaults < YAML file < command-line flags, validated once.
+"""A run's configuration: the configs, their defaults, their validation, and their resolution
+(defaults < YAML file < command-line flags).
 
-A YAML config holds PruneConfig fields at the top level and HealConfig fields under ``heal:``.
-Unknown keys are rejected with the list of allowed ones, and every value is checked against its
+``PruneConfig`` is what `interlace prune` runs, ``HealConfig`` its healing; ``validate`` checks a
+run before any weights load; ``default_heal`` is the one place the embedded model's healing
+defaults are applied. The CLI takes its defaults from these dataclasses. This module imports
+neither torch nor transformers at load time, so the CLI can read it before it sets torch's
+threads. A YAML config holds PruneConfig fields at the top level and HealConfig fields under
+``heal:``. Unknown keys are rejected with the list of allowed ones, and every value is checked against its
 field's declared type with the key named (issue 16); every problem is reported together.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import os
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from interlace.heal import HealConfig
-from interlace.pipeline import EMBEDDED_HEAL, ConfigError, PruneConfig, validate
 from interlace.typecheck import check_value, field_types
+
+@dataclass
+class HealConfig:
+    """Healing hyper-parameters; defaults are the paper's (SPEC 2.5).
+
+    Attributes:
+        lr: AdamW learning rate (paper: 1e-5 on 8B models).
+        warmup_ratio: share of optimizer steps spent warming up (paper: 3%).
+        weight_decay: AdamW weight decay (paper: 0).
+        max_grad_norm: gradient clipping norm (paper: 1.0).
+        batch_size: effective batch per optimizer step, all processes together (paper: 32).
+        micro_batch_size: samples per forward pass on each process.
+        epochs: passes over the healing data (paper: 1).
+        max_length: longest tokenised sample kept (paper: 8192); longer ones are skipped.
+        train_lm_head: also train the output head (the paper means to freeze it).
+        gradient_checkpointing: recompute activations in backward to save memory.
+        mixed_precision: "auto" (bf16 where the GPU supports it, else fp32), "bf16" or "no".
+        seed: data order and any randomness.
+        save_every: optimizer steps between resumable checkpoints (0: only on interruption).
+        loss: "ce" (the paper), "kd" (distil the dense teacher) or "kd+ce".
+        kd_alpha: weight of the KD term in "kd+ce".
+        kd_temperature: distillation temperature.
+        kd_top_k: KL over the teacher's top-k tokens only (0: full vocabulary).
+        anchor_weight: weight of the MSE between the anchors' outputs and the dense model's (the
+            anchors are frozen, so their dense outputs are natural targets); 0 disables it.
+        method: "full" trains every parameter of the chosen layers (the paper); "lora" trains
+            low-rank adapters on their linear layers (peft) and merges them before returning,
+            so the result is still a plain checkpoint.
+        lora_rank: LoRA rank r.
+        lora_alpha: LoRA scaling alpha.
+    """
+
+    lr: float = 1e-5
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    batch_size: int = 32
+    micro_batch_size: int = 4
+    epochs: int = 1
+    max_length: int = 8192
+    train_lm_head: bool = False
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "auto"
+    seed: int = 0
+    save_every: int = 0
+    loss: str = "ce"
+    kd_alpha: float = 0.5
+    kd_temperature: float = 1.0
+    kd_top_k: int = 0
+    anchor_weight: float = 0.0
+    method: str = "full"
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+
+    def __post_init__(self) -> None:
+        from interlace.typecheck import type_problems
+
+        problems = type_problems(self)  # "1e-3" or [1] would fail the comparisons below obscurely
+        if problems:
+            raise ValueError("; ".join(problems))
+        finite = math.isfinite
+        if self.method not in ("full", "lora"):
+            problems.append(f"method must be full or lora, got {self.method!r}")
+        if self.lora_rank < 1 or not (finite(self.lora_alpha) and self.lora_alpha > 0):
+            problems.append(f"need lora_rank >= 1 and lora_alpha > 0, got {self.lora_rank} and {self.lora_alpha}")
+        if self.loss not in ("ce", "kd", "kd+ce"):
+            problems.append(f"loss must be ce, kd or kd+ce, got {self.loss!r}")
+        # Written as "not (x > 0)" so that NaN, which compares false with everything, fails too.
+        if not (0 <= self.kd_alpha <= 1) or not (finite(self.kd_temperature) and self.kd_temperature > 0) or self.kd_top_k < 0:
+            problems.append("need 0 <= kd_alpha <= 1, kd_temperature > 0 (finite) and kd_top_k >= 0")
+        if not (finite(self.anchor_weight) and self.anchor_weight >= 0):
+            problems.append(f"anchor_weight must be a finite number >= 0, got {self.anchor_weight}")
+        if not 0 < self.lr <= 1:  # inf and 1e308 are finite-looking inputs that end as a NaN loss
+            problems.append(f"lr must be a number in (0, 1], got {self.lr} (the paper: 1e-5; the embedded model: 1e-3)")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not (finite(self.weight_decay) and self.weight_decay >= 0):
+            problems.append(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (finite(self.max_grad_norm) and self.max_grad_norm > 0):
+            problems.append(f"max_grad_norm must be a finite number > 0, got {self.max_grad_norm}")
+        if self.micro_batch_size < 1 or self.batch_size < self.micro_batch_size:
+            problems.append(f"need 1 <= micro_batch_size <= batch_size, got {self.micro_batch_size} and {self.batch_size}")
+        elif self.batch_size % self.micro_batch_size:
+            problems.append(
+                f"batch_size {self.batch_size} must be a multiple of micro_batch_size {self.micro_batch_size} "
+                f"(an optimizer step is whole micro-batches); e.g. micro_batch_size "
+                f"{max(d for d in range(1, self.micro_batch_size + 1) if self.batch_size % d == 0)}"
+            )
+        if self.mixed_precision not in ("auto", "bf16", "no"):
+            problems.append(f"mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if self.max_length < 1:
+            problems.append(f"max_length must be >= 1, got {self.max_length}")
+        if self.save_every < 0:
+            problems.append(f"save_every must be >= 0 (0: save only on interruption), got {self.save_every}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+
+# The paper's recipe scaled to the embedded model: a 2.6M-parameter model heals with a much larger
+# learning rate than an 8B one, and 2048 samples (64 optimizer steps) fit the demo's time budget.
+EMBEDDED_HEAL = dict(lr=1e-3, batch_size=32, micro_batch_size=32, warmup_ratio=0.05)
+EMBEDDED_TRAIN_SAMPLES = 2048
+# Weights dtypes `prune` loads in. float16 cannot heal: AdamW steps on float16 weights, with no
+# fp32 master copy and no loss scaling, overflow or vanish (on CPU the loss is NaN by step 2).
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def is_embedded(model: str | None) -> bool:
+    """Whether a model argument names the embedded model (None or "embedded")."""
+    return model in (None, "embedded")
+
+
+def default_heal(model: str | None, seed: int = 0, given: dict[str, Any] | None = None) -> HealConfig:
+    """Healing options for ``model``: the paper's, scaled for the embedded model, then ``given``.
+
+    When ``given`` sets batch_size but not micro_batch_size, the micro-batch becomes the largest
+    that divides it (48 with the embedded 32 gives 24) instead of an error.
+
+    Raises:
+        ValueError: an option out of its range (HealConfig's message).
+    """
+    given = given or {}
+    values = {**(EMBEDDED_HEAL if is_embedded(model) else {}), "seed": seed, **given}
+    if "micro_batch_size" not in given and isinstance(values.get("batch_size", 32), int) and values.get("batch_size", 32) >= 1:
+        values["micro_batch_size"] = fit_micro_batch(values.get("batch_size", 32), values.get("micro_batch_size", 4))
+    return HealConfig(**values)
+
+
+def train_sample_count(config: "PruneConfig") -> int | None:
+    """Healing samples: the flag, else 2048 from the endless embedded stream, else all rows."""
+    if config.train_samples is not None:
+        return config.train_samples
+    return EMBEDDED_TRAIN_SAMPLES if config.data.startswith("embedded") else None
+
+
+@dataclass
+class PruneConfig:
+    """Everything `interlace prune` needs; saved resolved in the manifest.
+
+    Attributes:
+        model: checkpoint directory or Hub id; None for the embedded model.
+        out: output directory (must not exist or be empty unless overwrite).
+        ratio: share of decoder layers to remove, K = floor(ratio * L).
+        method: selection method (see ``interlace methods``).
+        data: data spec for calibration and healing (see ``interlace.data.sources``).
+        calib_samples: calibration samples (prompts only unless calib_with_answers).
+        train_samples: healing samples (one epoch); None takes the data source's default.
+        calib_batch_size: samples per calibration forward.
+        calib_with_answers: score whole conversations instead of prompts only.
+        use_final_state: let scores use the last layer's output (the paper's code never does).
+        heal: healing hyper-parameters; None picks the paper's or, for the embedded model, scaled ones.
+        do_heal: heal the survivors (False gives the "no healing" variant).
+        evaluate: evaluate before and after: the visual-QA suite (embedded model or data) or,
+            for a text-only model, held-out real text (see ``interlace.suites``).
+        eval_samples_per_task: held-out items per task for that evaluation; None: the suite's
+            default (500 visual-QA questions per task, 100 text items).
+        deepstack: Qwen3-VL DeepStack handling, "realign" or "protect".
+        seed: seeds data order and any randomness.
+        overwrite: replace a non-empty output directory.
+        resume: continue from ``<out>.work``.
+        dtype: weights dtype for loading, one of DTYPES ("float16" only without healing).
+        push_to_hub: Hub repo id to upload the verified folder to (private), or None.
+    """
+
+    model: str | None = None
+    out: Path = Path("runs/interlace")
+    ratio: float = 0.25
+    method: str = "interlace"
+    data: str = "embedded"
+    calib_samples: int = 384
+    train_samples: int | None = None
+    calib_batch_size: int = 32
+    calib_with_answers: bool = False
+    use_final_state: bool = False
+    heal: HealConfig | None = None
+    do_heal: bool = True
+    evaluate: bool = True
+    eval_samples_per_task: int | None = None
+    deepstack: str = "realign"
+    seed: int = 0
+    overwrite: bool = False
+    resume: bool = False
+    dtype: str = "float32"
+    push_to_hub: str | None = None
+
+    def __post_init__(self) -> None:
+        from interlace.typecheck import type_problems
+
+        problems = type_problems(self)  # converts out to a Path; validate() checks the values
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+class ConfigError(ValueError):
+    """One or more problems with the inputs of a run, found before any expensive work."""
+
+
+def validate(config: PruneConfig) -> None:
+    """Check everything that can be checked cheaply and report all problems in one line.
+
+    Runs before any weights load or anything is written: the inputs, the model's config, the
+    data's first rows, the output directory, and what healing will need (peft for LoRA).
+
+    Raises:
+        ConfigError: listing every problem found, each with its fix.
+    """
+    from interlace.data import sources, vqa
+    from interlace.loading import ModelNotFoundError, resolve
+    from interlace.methods import METHODS, budget_problems, get_method
+
+    problems: list[str] = []
+    num_layers, vision = None, True
+    try:
+        num_layers, vision = _check_model(resolve(config.model), config.model)
+    except ModelNotFoundError as error:
+        problems.append(str(error))
+    if config.method not in METHODS:
+        problems.append(f"--method {config.method!r} is unknown; choose from {', '.join(METHODS)}")
+    if not 0 < config.ratio < 1:
+        problems.append(f"--ratio must be between 0 and 1 (exclusive), got {config.ratio}")
+    elif num_layers and config.method in METHODS:
+        problems += budget_problems(config.ratio, config.method, num_layers)
+    data_kind = None
+    try:
+        data_kind = sources.parse_data_spec(config.data).kind
+        if data_kind == "embedded" and not vision:
+            problems.append(
+                f"--data {config.data} is the visual-QA suite, but {config.model} is a text-only model; "
+                "pass --data pydocs (real English text) or a JSONL of text rows"
+            )
+    except ValueError as error:
+        problems.append(str(error))
+    if config.calib_samples < 1:
+        problems.append(f"--calib-samples must be >= 1, got {config.calib_samples}")
+    elif data_kind == "embedded" and config.calib_samples > vqa.CALIB_RESERVE * len(vqa.TASKS):
+        problems.append(f"--calib-samples {config.calib_samples} is more than the {vqa.CALIB_RESERVE * len(vqa.TASKS)} of the embedded calibration split; lower it")
+    if config.train_samples is not None and config.train_samples < 1:
+        problems.append(f"--train-samples must be >= 1, got {config.train_samples}")
+    if config.calib_batch_size < 1:
+        problems.append(f"calib_batch_size must be >= 1, got {config.calib_batch_size}")
+    if config.eval_samples_per_task is not None and not 1 <= config.eval_samples_per_task <= vqa.TEST_RESERVE:
+        problems.append(f"--eval-samples-per-task must be in 1..{vqa.TEST_RESERVE}, got {config.eval_samples_per_task}")
+    if config.seed < 0:
+        problems.append(f"--seed must be >= 0, got {config.seed}")
+    if config.deepstack not in ("realign", "protect"):
+        problems.append(f"deepstack must be realign or protect, got {config.deepstack!r}")
+    heals = config.do_heal and config.method in METHODS and get_method(config.method).kind == "layers"
+    if config.dtype not in DTYPES:
+        problems.append(f"--dtype {config.dtype!r} is not supported; choose from {', '.join(DTYPES)}")
+    elif config.dtype == "float16" and heals:
+        problems.append(
+            "--dtype float16 cannot heal: AdamW updates float16 weights without an fp32 master copy, "
+            "so the loss overflows to NaN; use --dtype bfloat16 or float32, or --no-heal"
+        )
+    if heals and config.heal is not None and config.heal.method == "lora":
+        try:
+            import peft  # noqa: F401
+        except ImportError:
+            problems.append("--heal-method lora needs peft, which is not installed: pip install 'interlace[peft]', or use --heal-method full")
+    out, work = Path(config.out), Path(f"{config.out}.work")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if out.exists() and not out.is_dir():
+        problems.append(f"--out {out} is a file; pass a directory path")
+    elif not out.exists() and (parent is None or not parent.is_dir() or not os.access(parent, os.W_OK)):
+        problems.append(f"--out {out} cannot be created: {parent} is not a writable directory; pass another --out")
+    elif out.exists() and any(out.iterdir()) and not config.overwrite:
+        problems.append(f"--out {out} exists and is not empty; pass --overwrite to replace it")
+    if config.resume and not work.is_dir():
+        problems.append(f"--resume found no interrupted run in {work}; drop --resume to start fresh")
+    elif config.resume and (work / "config.json").is_file():
+        problems += _resume_problems(config, work)
+    elif work.exists() and not config.resume and not config.overwrite:
+        problems.append(
+            f"{work} holds an unfinished run of --out {out} (interrupted, failed while healing, or still running); "
+            f"pass --resume to continue it, or --overwrite to discard it"
+        )
+    if config.push_to_hub is not None:
+        problems += _hub_problems(config.push_to_hub)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _hub_problems(repo: str) -> list[str]:
+    """--push-to-hub runs last: check now what can fail then (the id, offline mode, a token)."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as error:
+        return [f"--push-to-hub {repo!r} is not a Hub repo id ({str(error).splitlines()[0]}); write [owner/]name"]
+    if constants.HF_HUB_OFFLINE:
+        return [f"--push-to-hub {repo} cannot upload with HF_HUB_OFFLINE set; unset it or drop --push-to-hub"]
+    if huggingface_hub.get_token() is None:
+        return [f"--push-to-hub {repo} needs a Hugging Face token; run `hf auth login` or set HF_TOKEN"]
+    return []
+
+
+# Options a resumed run may change: none of them alters scores, plan or healing.
+RESUME_FREE = {"resume", "overwrite", "push_to_hub", "evaluate", "heal.save_every"}
+
+
+def _resume_problems(config: PruneConfig, work: Path) -> list[str]:
+    """--resume continues the saved run: its scores, plan and healing state only fit its options."""
+    try:
+        saved = json.loads((work / "config.json").read_text())
+    except ValueError:
+        return [f"--resume: {work / 'config.json'} is unreadable; pass --overwrite instead to start over"]
+    heal_config = config.heal or default_heal(config.model, config.seed)
+    now = json.loads(json.dumps(config_json(config, heal_config), default=str))
+    flat = lambda c: {**{k: v for k, v in c.items() if k != "heal"}, **{f"heal.{k}": v for k, v in (c.get("heal") or {}).items()}}  # noqa: E731
+    before, after = flat(saved), flat(now)
+    changed = [f"{k} {before.get(k)!r} -> {after[k]!r}" for k in after if k not in RESUME_FREE and before.get(k) != after[k]]
+    if not changed:
+        return []
+    return [f"--resume: {work} was started with other options ({', '.join(changed)}); rerun with its options, or pass --overwrite instead of --resume to start over"]
+
+
+def check_model(model: str | None) -> tuple[int | None, bool]:
+    """Resolve a model argument and check it cheaply (config, weight headers; no weights load).
+
+    Returns:
+        The decoder depth L (when the config names it) and whether the model takes images.
+
+    Raises:
+        ModelNotFoundError: a missing path, an unreadable config or weights, remote code, or an
+            unsupported architecture; the message says the fix.
+    """
+    from interlace.loading import resolve
+
+    return _check_model(resolve(model), model)
+
+
+def _check_model(source: str, given: str | None) -> tuple[int | None, bool]:
+    """Read the model's config (cheap, no weights) and check its architecture is supported.
+
+    Returns:
+        The decoder depth L (when the config names it) and whether the model takes images.
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    from interlace.arch import BY_MODEL_TYPE
+    from interlace.loading import ModelNotFoundError
+
+    name = given or source
+    try:  # trust_remote_code=False: refuse auto_map code instead of prompting on stdin
+        model_config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        if "trust_remote_code" in str(error):
+            raise ModelNotFoundError(
+                f"{name} needs its own Python code (auto_map in its config.json); interlace runs no remote code and "
+                "loads only the architectures transformers ships: see `interlace archs`"
+            ) from None
+        raise ModelNotFoundError(f"cannot load the config of {name}: {str(error).splitlines()[0]}") from None
+    model_type = model_config.model_type
+    known = model_type in BY_MODEL_TYPE or model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    if not known:
+        raise ModelNotFoundError(
+            f"model type {model_type!r} of {given or source} is not a supported decoder; supported: {', '.join(sorted(BY_MODEL_TYPE))}"
+        )
+    if Path(source).is_dir():
+        _check_weights(Path(source), name)
+    depth = getattr(model_config.get_text_config(decoder=True), "num_hidden_layers", None)
+    from interlace.loading import is_vision_language
+
+    return depth, is_vision_language(model_config)
+
+
+def _check_weights(path: Path, name: str) -> None:
+    """A local checkpoint's weight files exist and their safetensors headers read (no tensor is
+    loaded): a truncated download fails here, not with a traceback after minutes of loading."""
+    from safetensors import SafetensorError, safe_open
+
+    from interlace.loading import ModelNotFoundError
+
+    index = path / "model.safetensors.index.json"
+    shards = sorted(path.glob("*.safetensors"))
+    if index.is_file():
+        try:
+            named = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, AttributeError):
+            raise ModelNotFoundError(f"{index} is not a valid safetensors index (no weight_map); re-download {name}") from None
+        missing = [shard for shard in named if not (path / shard).is_file()]
+        if missing:
+            raise ModelNotFoundError(f"{name} lacks the weight shard(s) {', '.join(missing)} named by {index.name}; re-download it")
+        shards = [path / shard for shard in named]
+    if not shards and not any(path.glob("pytorch_model*.bin")):
+        raise ModelNotFoundError(f"{name} has a config.json but no weights (*.safetensors or pytorch_model*.bin); pass a complete checkpoint")
+    for shard in shards:
+        try:
+            with safe_open(str(shard), "pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            raise ModelNotFoundError(
+                f"{shard} is not a readable safetensors file ({str(error).splitlines()[0]}), e.g. a cut-off download; re-download or re-save {name}"
+            ) from None
+
+
+def config_json(config: PruneConfig, heal_config: HealConfig) -> dict[str, Any]:
+    data = asdict(config)
+    data["out"] = str(config.out)
+    data["heal"] = asdict(heal_config)
+    return data
+
 
 PRUNE_TYPES = {k: v for k, v in field_types(PruneConfig).items() if k != "heal"}
 HEAL_TYPES = field_types(HealConfig)
@@ -75,7 +495,6 @@ def resolve_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> 
         flag_values: only the flags the user typed, prune keys and heal keys mixed.
     """
     problems: list[str] = []
-    heal_keys = set(file_values.get("heal") or {})
     prune, heal = {}, {}
     for key, value in file_values.items():
         if key == "heal":
@@ -87,20 +506,13 @@ def resolve_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> 
         flag = "--" + key.replace("_", "-")
         if key in FLAG_TO_HEAL:
             _put(heal, FLAG_TO_HEAL[key], value, HEAL_TYPES[FLAG_TO_HEAL[key]], flag, problems)
-            heal_keys.add(FLAG_TO_HEAL[key])
         elif key in HEAL_KEYS and key not in PRUNE_KEYS:
             _put(heal, key, value, HEAL_TYPES[key], flag, problems)
-            heal_keys.add(key)
         else:
             _put(prune, key, value, PRUNE_TYPES.get(key), flag, problems)
-    embedded = prune.get("model") in (None, "embedded")
-    heal_values = {**(EMBEDDED_HEAL if embedded else {}), "seed": prune.get("seed", 0), **heal}
-    if "micro_batch_size" not in heal_keys and isinstance(heal_values.get("batch_size", 32), int) and heal_values.get("batch_size", 32) >= 1:
-        # Only --batch-size was given: pick a micro-batch that divides it rather than refuse it.
-        heal_values["micro_batch_size"] = fit_micro_batch(heal_values.get("batch_size", 32), heal_values.get("micro_batch_size", 4))
     heal_config = None
     try:
-        heal_config = HealConfig(**heal_values)
+        heal_config = default_heal(prune.get("model"), prune.get("seed", 0), heal)
     except (TypeError, ValueError) as error:
         problems.append(f"healing options: {error}")
     try:

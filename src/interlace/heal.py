@@ -28,107 +28,9 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from interlace.arch import get_arch
+from interlace.config import HealConfig
 from interlace.data.chat import IGNORE_INDEX, collate_groups, encode_for_training
 from interlace.losses import hidden_mse_sum, objective
-
-@dataclass
-class HealConfig:
-    """Healing hyper-parameters; defaults are the paper's (SPEC 2.5).
-
-    Attributes:
-        lr: AdamW learning rate (paper: 1e-5 on 8B models).
-        warmup_ratio: share of optimizer steps spent warming up (paper: 3%).
-        weight_decay: AdamW weight decay (paper: 0).
-        max_grad_norm: gradient clipping norm (paper: 1.0).
-        batch_size: effective batch per optimizer step, all processes together (paper: 32).
-        micro_batch_size: samples per forward pass on each process.
-        epochs: passes over the healing data (paper: 1).
-        max_length: longest tokenised sample kept (paper: 8192); longer ones are skipped.
-        train_lm_head: also train the output head (the paper means to freeze it).
-        gradient_checkpointing: recompute activations in backward to save memory.
-        mixed_precision: "auto" (bf16 where the GPU supports it, else fp32), "bf16" or "no".
-        seed: data order and any randomness.
-        save_every: optimizer steps between resumable checkpoints (0: only on interruption).
-        loss: "ce" (the paper), "kd" (distil the dense teacher) or "kd+ce".
-        kd_alpha: weight of the KD term in "kd+ce".
-        kd_temperature: distillation temperature.
-        kd_top_k: KL over the teacher's top-k tokens only (0: full vocabulary).
-        anchor_weight: weight of the MSE between the anchors' outputs and the dense model's (the
-            anchors are frozen, so their dense outputs are natural targets); 0 disables it.
-        method: "full" trains every parameter of the chosen layers (the paper); "lora" trains
-            low-rank adapters on their linear layers (peft) and merges them before returning,
-            so the result is still a plain checkpoint.
-        lora_rank: LoRA rank r.
-        lora_alpha: LoRA scaling alpha.
-    """
-
-    lr: float = 1e-5
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    batch_size: int = 32
-    micro_batch_size: int = 4
-    epochs: int = 1
-    max_length: int = 8192
-    train_lm_head: bool = False
-    gradient_checkpointing: bool = False
-    mixed_precision: str = "auto"
-    seed: int = 0
-    save_every: int = 0
-    loss: str = "ce"
-    kd_alpha: float = 0.5
-    kd_temperature: float = 1.0
-    kd_top_k: int = 0
-    anchor_weight: float = 0.0
-    method: str = "full"
-    lora_rank: int = 16
-    lora_alpha: float = 32.0
-
-    def __post_init__(self) -> None:
-        from interlace.typecheck import type_problems
-
-        problems = type_problems(self)  # "1e-3" or [1] would fail the comparisons below obscurely
-        if problems:
-            raise ValueError("; ".join(problems))
-        finite = math.isfinite
-        if self.method not in ("full", "lora"):
-            problems.append(f"method must be full or lora, got {self.method!r}")
-        if self.lora_rank < 1 or not (finite(self.lora_alpha) and self.lora_alpha > 0):
-            problems.append(f"need lora_rank >= 1 and lora_alpha > 0, got {self.lora_rank} and {self.lora_alpha}")
-        if self.loss not in ("ce", "kd", "kd+ce"):
-            problems.append(f"loss must be ce, kd or kd+ce, got {self.loss!r}")
-        # Written as "not (x > 0)" so that NaN, which compares false with everything, fails too.
-        if not (0 <= self.kd_alpha <= 1) or not (finite(self.kd_temperature) and self.kd_temperature > 0) or self.kd_top_k < 0:
-            problems.append("need 0 <= kd_alpha <= 1, kd_temperature > 0 (finite) and kd_top_k >= 0")
-        if not (finite(self.anchor_weight) and self.anchor_weight >= 0):
-            problems.append(f"anchor_weight must be a finite number >= 0, got {self.anchor_weight}")
-        if not 0 < self.lr <= 1:  # inf and 1e308 are finite-looking inputs that end as a NaN loss
-            problems.append(f"lr must be a number in (0, 1], got {self.lr} (the paper: 1e-5; the embedded model: 1e-3)")
-        if not 0 <= self.warmup_ratio < 1:
-            problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if not (finite(self.weight_decay) and self.weight_decay >= 0):
-            problems.append(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
-        if not (finite(self.max_grad_norm) and self.max_grad_norm > 0):
-            problems.append(f"max_grad_norm must be a finite number > 0, got {self.max_grad_norm}")
-        if self.micro_batch_size < 1 or self.batch_size < self.micro_batch_size:
-            problems.append(f"need 1 <= micro_batch_size <= batch_size, got {self.micro_batch_size} and {self.batch_size}")
-        elif self.batch_size % self.micro_batch_size:
-            problems.append(
-                f"batch_size {self.batch_size} must be a multiple of micro_batch_size {self.micro_batch_size} "
-                f"(an optimizer step is whole micro-batches); e.g. micro_batch_size "
-                f"{max(d for d in range(1, self.micro_batch_size + 1) if self.batch_size % d == 0)}"
-            )
-        if self.mixed_precision not in ("auto", "bf16", "no"):
-            problems.append(f"mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1, got {self.epochs}")
-        if self.max_length < 1:
-            problems.append(f"max_length must be >= 1, got {self.max_length}")
-        if self.save_every < 0:
-            problems.append(f"save_every must be >= 0 (0: save only on interruption), got {self.save_every}")
-        if problems:
-            raise ValueError("; ".join(problems))
-
 
 @dataclass
 class HealResult:
@@ -183,9 +85,11 @@ def _with_lora(model: Any, layer_positions: Sequence[int], config: HealConfig) -
         for name, module in arch.layers[i].named_modules()
         if isinstance(module, torch.nn.Linear)
     ]
-    model.requires_grad_(False)
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=targets)
-    return get_peft_model(model, lora)
+    wrapped = get_peft_model(model, lora)  # freezes everything but the adapters
+    if config.train_lm_head:  # trained in full beside the adapters, as in full healing
+        model.get_output_embeddings().requires_grad_(True)
+    return wrapped
 
 
 class _Hidden:

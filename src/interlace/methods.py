@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -16,15 +17,63 @@ from interlace.scores import RedundancyScores
 from interlace.select import Plan, SelectionError, check_budget, drop_budget, interlace_select
 
 
+def _all_but_two(num_layers: int) -> int:
+    return num_layers - 2
+
+
 @dataclass(frozen=True)
 class Method:
+    """Everything a caller needs to know about a method; no caller tests a method's name.
+
+    Attributes:
+        name, description, paper: what `interlace methods` lists.
+        heals: which survivors the "-FT" variant trains (or, for methods that heal by
+            definition, the method itself).
+        select: scores, ratio -> Plan (kwargs: protected, use_final_state, seed, model,
+            processor, calib).
+        ks: the s_k window sizes its scores need at any ratio.
+        block_k: it also needs s_K for K = floor(ratio x L), a block of K layers (angular,
+            consecutive-sk).
+        kind: "layers" removes decoder layers; "sparsity" zeroes weights in place through ``apply``.
+        heals_by_definition: its plan names survivors to finetune (INTERLACE and the paper's
+            ablations), so it is always healed; training-free baselines heal only as "-FT".
+        needs_model: selection runs the model on calibration data (SLEB), or ``apply`` does (Wanda).
+        capacity: the most drops its shape fits in L layers (K <= capacity(L)).
+        shape: why, for the error when K does not fit.
+        apply: for kind "sparsity", (name, model, processor, calib) -> a record of what it did.
+        family: "interlace" for the method and its ablations that keep its triplet rule, else
+            "baseline" (reports colour them apart).
+    """
+
     name: str
     description: str
     paper: str
-    heals: str  # which survivors the "-FT" variant trains
+    heals: str
     select: Callable[..., Plan]
     ks: tuple[int, ...] = (1, 2, 3)
-    kind: str = "layers"  # "layers" removes decoder layers; "sparsity" zeroes weights in place
+    block_k: bool = False
+    kind: str = "layers"
+    heals_by_definition: bool = False
+    needs_model: bool = False
+    capacity: Callable[[int], int] = _all_but_two
+    shape: str = ""
+    apply: Callable[..., dict] | None = None
+    family: str = "baseline"
+
+    def ks_for(self, ratio: float, num_layers: int) -> tuple[int, ...]:
+        """The s_k distances this method needs to select at ``ratio`` in ``num_layers`` layers."""
+        ks = set(self.ks)
+        if self.block_k:
+            ks.add(drop_budget(ratio, num_layers))
+        return tuple(sorted(ks))
+
+
+def _pairs(num_layers: int) -> int:
+    return (num_layers - 1) // 2
+
+
+def _halves(num_layers: int) -> int:
+    return num_layers // 2
 
 
 def _successors(dropped: list[int], num_layers: int) -> list[int]:
@@ -177,20 +226,24 @@ def apply_sparsity(name: str, model, processor, calib, batch_size: int = 8) -> d
 
 
 ARXIV = "https://arxiv.org/abs/"
+PAPER = ARXIV + "2511.19676"
+PAIRS = "each drop needs a pair of layers (the dropped one and its finetuned survivor)"
+BLOCK = "the block of K dropped layers is followed by the K it finetunes"
+TRIPLETS = dict(heals_by_definition=True, capacity=_pairs, shape=PAIRS, family="interlace")
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("interlace", "Triplets by S3: drop the more redundant of the first two, finetune the other, freeze the third as anchor.", ARXIV + "2511.19676", "the survivor of each triplet/pair", _interlace("higher_s1", "interlace")),
-        Method("interlace-oa", "INTERLACE ablation: always drop the first layer of each triplet.", ARXIV + "2511.19676", "the survivor of each triplet", _interlace("first", "interlace-oa")),
-        Method("interlace-tn", "INTERLACE ablation: S1 only, drop the most redundant layer, finetune the next, no anchor.", ARXIV + "2511.19676", "the layer after each dropped one", _interlace_tn),
+        Method("interlace", "Triplets by S3: drop the more redundant of the first two, finetune the other, freeze the third as anchor.", PAPER, "the survivor of each triplet/pair", _interlace("higher_s1", "interlace"), **TRIPLETS),
+        Method("interlace-oa", "INTERLACE ablation: always drop the first layer of each triplet.", PAPER, "the survivor of each triplet", _interlace("first", "interlace-oa"), **TRIPLETS),
+        Method("interlace-tn", "INTERLACE ablation: S1 only, drop the most redundant layer, finetune the next, no anchor.", PAPER, "the layer after each dropped one", _interlace_tn, **TRIPLETS),
         Method("shortgpt", "Drop the K layers with the lowest Block Influence (1 - cos(input, output)).", ARXIV + "2403.03853", "the kept layer after each dropped one", _shortgpt),
-        Method("angular", "Drop the contiguous block of K layers with the smallest angular distance between its input and output.", ARXIV + "2403.17887", "the kept layer after each dropped one", _angular),
-        Method("consecutive", "Paper ablation: drop the K consecutive layers from the one with the highest S1, finetune the next K.", ARXIV + "2511.19676", "the K layers after the block", _consecutive),
-        Method("consecutive-sk", "Variant of that ablation: drop the block of K layers with the highest S_K, finetune the next K.", ARXIV + "2511.19676", "the K layers after the block", _consecutive_sk),
-        Method("random", "Paper ablation: random layers to drop and random survivors to finetune (seeded).", ARXIV + "2511.19676", "K random kept layers", _random),
-        Method("sleb", "Iteratively remove the block whose removal raises calibration loss least, re-scoring each time.", ARXIV + "2402.09025", "the kept layer after each dropped one", _sleb),
-        Method("magnitude-2:4", "Keep the 2 largest |W| of every 4 input weights of each decoder linear; removes no layers.", ARXIV + "2306.11695", "nothing (masks would densify)", _sparsity("magnitude-2:4"), kind="sparsity"),
-        Method("wanda-2:4", "Keep the 2 largest |W| x ||X|| of every 4 input weights of each decoder linear; removes no layers.", ARXIV + "2306.11695", "nothing (masks would densify)", _sparsity("wanda-2:4"), kind="sparsity"),
+        Method("angular", "Drop the contiguous block of K layers with the smallest angular distance between its input and output.", ARXIV + "2403.17887", "the kept layer after each dropped one", _angular, block_k=True),
+        Method("consecutive", "Paper ablation: drop the K consecutive layers from the one with the highest S1, finetune the next K.", PAPER, "the K layers after the block", _consecutive, heals_by_definition=True, capacity=_halves, shape=BLOCK),
+        Method("consecutive-sk", "Variant of that ablation: drop the block of K layers with the highest S_K, finetune the next K.", PAPER, "the K layers after the block", _consecutive_sk, block_k=True, heals_by_definition=True, capacity=_halves, shape=BLOCK),
+        Method("random", "Paper ablation: random layers to drop and random survivors to finetune (seeded).", PAPER, "K random kept layers", _random, heals_by_definition=True),
+        Method("sleb", "Iteratively remove the block whose removal raises calibration loss least, re-scoring each time.", ARXIV + "2402.09025", "the kept layer after each dropped one", _sleb, needs_model=True),
+        Method("magnitude-2:4", "Keep the 2 largest |W| of every 4 input weights of each decoder linear; removes no layers.", ARXIV + "2306.11695", "nothing (masks would densify)", _sparsity("magnitude-2:4"), kind="sparsity", apply=partial(apply_sparsity, "magnitude-2:4")),
+        Method("wanda-2:4", "Keep the 2 largest |W| x ||X|| of every 4 input weights of each decoder linear; removes no layers.", ARXIV + "2306.11695", "nothing (masks would densify)", _sparsity("wanda-2:4"), kind="sparsity", needs_model=True, apply=partial(apply_sparsity, "wanda-2:4")),
     )
 }
 
@@ -202,11 +255,23 @@ def get_method(name: str) -> Method:
 
 
 def required_ks(name: str, ratio: float, num_layers: int) -> tuple[int, ...]:
-    """The s_k distances a method needs (angular and consecutive-sk need k = K)."""
-    ks = set(get_method(name).ks)
-    if name in ("angular", "consecutive-sk"):
-        ks.add(drop_budget(ratio, num_layers))
-    return tuple(sorted(ks))
+    """The s_k distances method ``name`` needs at ``ratio`` (``Method.ks_for``)."""
+    return get_method(name).ks_for(ratio, num_layers)
+
+
+def budget_problems(ratio: float, name: str, num_layers: int) -> list[str]:
+    """Whether K = floor(ratio x L) drops fit method ``name``'s shape in L layers (no scores needed)."""
+    method, drops = get_method(name), drop_budget(ratio, num_layers)
+    if drops == 0:
+        return [f"--ratio {ratio} removes no layer of {num_layers} (K = floor(ratio x L) = 0); raise --ratio"]
+    if num_layers - drops < 2:
+        return [f"--ratio {ratio} would leave {num_layers - drops} of {num_layers} layers; keep at least 2 by lowering --ratio"]
+    if drops > method.capacity(num_layers):
+        return [
+            f"--ratio {ratio} asks {name} to drop {drops} of {num_layers} layers, but {method.shape}, "
+            f"so at most {method.capacity(num_layers)} fit; lower --ratio"
+        ]
+    return []
 
 
 def select_layers(name: str, scores: RedundancyScores, ratio: float, **kwargs) -> Plan:
@@ -217,6 +282,8 @@ def select_layers(name: str, scores: RedundancyScores, ratio: float, **kwargs) -
             rules cannot place K drops.
     """
     method = get_method(name)
+    if method.needs_model and (kwargs.get("model") is None or kwargs.get("processor") is None or not kwargs.get("calib")):
+        raise ValueError(f"{name} runs the model: pass model=, processor= and calib= (calibration samples)")
     if method.kind == "layers":
         check_budget(drop_budget(ratio, scores.num_layers), scores.num_layers)
     return method.select(scores, ratio, **kwargs)

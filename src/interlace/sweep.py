@@ -36,37 +36,40 @@ def ratio_for(k: int, num_layers: int) -> float:
 class Session:
     """A dense model with its scores, data and dense accuracy, reused by every probe."""
 
-    def __init__(self, model: str | None, data: str, heal_config: HealConfig | None, seed: int, calib_samples: int, train_samples: int | None, method: str, log=print):
+    def __init__(self, model: str | None, data: str, heal_config: HealConfig | None, seed: int, calib_samples: int,
+                 train_samples: int | None, method: str, log=print, dtype: str = "float32", deepstack: str = "realign"):
         import torch
 
-        from interlace.analyze import compute_scores
         from interlace.arch import get_arch
+        from interlace.config import PruneConfig, default_heal, train_sample_count
         from interlace.data import sources
         from interlace.loading import load_model
-        from interlace.pipeline import EMBEDDED_HEAL, PruneConfig, train_sample_count
+        from interlace.stages import calibrate
         from interlace.suites import suite_for
 
-        self.log, self.method, self.seed = log, method, seed
-        self.model, self.processor = load_model(model, dtype=torch.float32)
-        self.num_layers = len(get_arch(self.model).layers)
+        self.log, self.method, self.seed, self.deepstack = log, method, seed, deepstack
+        self.model, self.processor = load_model(model, dtype=getattr(torch, dtype))
+        self.arch = get_arch(self.model, deepstack=deepstack)
+        self.num_layers = len(self.arch.layers)
         self.suite = suite_for(self.model.config, model, data)
         if self.suite is None:
             raise ValueError(f"sweep needs a held-out suite: {model} is a VLM, so use the embedded data")
-        embedded = model in (None, "embedded")
-        self.heal_config = heal_config or HealConfig(**(EMBEDDED_HEAL if embedded else {}), seed=seed)
+        self.heal_config = heal_config or default_heal(model, seed)
         self.calib = sources.load_samples(data, "calib", calib_samples, seed=seed)
         count = train_sample_count(PruneConfig(data=data, train_samples=train_samples))
         self.train = sources.load_samples(data, "train", count, seed=seed)
-        self.scores = compute_scores(self.model, self.processor, self.calib, progress=False)
+        # Every K a probe may ask for (a block method needs s_K for each), not just the default windows.
+        ratios = [ratio_for(k, self.num_layers) for k in range(1, self.num_layers - 1)]
+        self.scores = calibrate(self.model, self.processor, self.calib, [method], ratios, self.num_layers, progress=False)
         self._dense: dict[str, float] = {}
         self._plans: dict[int, Any] = {}
 
     def plan(self, k: int) -> Any:
-        from interlace.methods import select_layers
+        from interlace.stages import select
 
         ratio = ratio_for(k, self.num_layers)
         if k not in self._plans:
-            self._plans[k] = select_layers(self.method, self.scores, ratio, seed=self.seed, model=self.model, processor=self.processor, calib=self.calib)
+            self._plans[k] = select(self.method, self.scores, ratio, self.arch, model=self.model, processor=self.processor, calib=self.calib, seed=self.seed)
         return self._plans[k]
 
     def max_feasible(self) -> int:
@@ -105,11 +108,12 @@ class Session:
         return value
 
     def probe(self, k: int, n: int | None, split: str, bench: bool = False) -> Probe:
-        from interlace.compare import _speedup, apply_plan
+        from interlace.compare import _speedup
+        from interlace.stages import pruned_copy
 
         ratio = ratio_for(k, self.num_layers)
         plan = self.plan(k)
-        pruned = apply_plan(self.model, self.processor, plan, self.train, self.heal_config, self.calib)
+        pruned = pruned_copy(self.model, self.processor, plan, self.train, self.heal_config, self.calib, self.deepstack)
         dense = self.result(self.model, n, split, key=split)
         result = self.result(pruned, n, split)
         retention = self.suite.retention(dense, result)

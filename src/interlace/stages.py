@@ -1,0 +1,104 @@
+"""The select -> cut -> heal core that `prune`, `compare` and `sweep` share.
+
+Each step is one function, so the three callers cannot drift apart: ``calibrate`` scores the
+layers with every distance the methods need, ``select`` makes a plan, ``apply_plan`` cuts a
+model in place (or sparsifies it through the method's own hook), and ``heal_plan`` heals the
+plan's survivors with the anchors mapped to their positions after the cut. ``needs_teacher``
+decides once whether healing needs the dense model beside the pruned one. ``pruned_copy`` does
+the last steps on a copy, leaving the dense model untouched as the teacher (compare, sweep).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from interlace.heal import HealConfig, HealResult
+from interlace.methods import get_method, required_ks, select_layers
+from interlace.scores import RedundancyScores
+from interlace.select import Plan
+
+
+def score_ks(methods: Iterable[str], ratios: Iterable[float], num_layers: int) -> tuple[int, ...]:
+    """Every s_k window any of ``methods`` needs at any of ``ratios`` (a "-ft" suffix is ignored)."""
+    ratios = list(ratios)
+    return tuple(sorted({k for m in methods for r in ratios for k in required_ks(m.removesuffix("-ft"), r, num_layers)}))
+
+
+def calibrate(
+    model: Any,
+    processor: Any,
+    calib: Sequence[dict],
+    methods: Iterable[str],
+    ratios: Iterable[float],
+    num_layers: int,
+    **kwargs: Any,
+) -> RedundancyScores:
+    """Redundancy scores on ``calib`` with the windows ``methods`` need at ``ratios``.
+
+    kwargs go to ``interlace.analyze.compute_scores`` (batch_size, with_answers, progress).
+    """
+    from interlace.analyze import compute_scores
+
+    return compute_scores(model, processor, list(calib), ks=score_ks(methods, ratios, num_layers), **kwargs)
+
+
+def select(method: str, scores: RedundancyScores, ratio: float, arch: Any, *, model: Any, processor: Any,
+           calib: Sequence[dict], seed: int = 0, use_final_state: bool = False) -> Plan:
+    """The plan of ``method`` at ``ratio``, never touching a layer the architecture protects."""
+    return select_layers(
+        method, scores, ratio, protected=arch.protected, use_final_state=use_final_state, seed=seed,
+        model=model, processor=processor, calib=list(calib),
+    )
+
+
+def needs_teacher(heal_config: HealConfig) -> bool:
+    """Whether healing compares against the dense model (distillation, or the anchor loss)."""
+    return heal_config.loss != "ce" or bool(heal_config.anchor_weight)
+
+
+def apply_plan(model: Any, processor: Any, plan: Plan, calib: Sequence[dict], deepstack: str = "realign") -> dict:
+    """Cut ``plan.dropped`` from ``model`` in place, or apply a sparsity method's masks.
+
+    Returns:
+        What was done, for the manifest: the surgery record, or ``{"sparsity": ...}``.
+    """
+    from interlace.surgery import remove_layers
+
+    method = get_method(plan.method)
+    if method.apply is not None:
+        return {"sparsity": method.apply(model, processor, list(calib))}
+    return remove_layers(model, plan.dropped, deepstack=deepstack).to_dict()
+
+
+def heal_plan(model: Any, processor: Any, plan: Plan, train: Sequence[dict], heal_config: HealConfig, *,
+              teacher: Any | None = None, **kwargs: Any) -> HealResult | None:
+    """Heal the plan's survivors in the cut ``model``; None when the plan names none.
+
+    ``teacher`` is the dense model before the cut (only read when ``needs_teacher``); its frozen
+    anchors are paired with their positions after the cut. kwargs go to ``interlace.heal.heal``
+    (checkpoint_dir, resume, progress).
+    """
+    from interlace.heal import heal
+
+    if not plan.finetuned:
+        return None
+    anchors = [(plan.kept.index(a), a) for a in plan.anchors]
+    return heal(
+        model, processor, list(train), plan.finetuned_after_cut, heal_config,
+        teacher=teacher if needs_teacher(heal_config) else None, anchor_pairs=anchors, **kwargs,
+    )
+
+
+def pruned_copy(dense: Any, processor: Any, plan: Plan, train: Sequence[dict] | None, heal_config: HealConfig,
+                calib: Sequence[dict], deepstack: str = "realign") -> Any:
+    """A copy of ``dense`` cut (or sparsified) by ``plan`` and, when ``train`` is given, healed.
+
+    ``dense`` stays untouched and is the teacher, so no second copy is made for distillation.
+    """
+    model = copy.deepcopy(dense)
+    apply_plan(model, processor, plan, calib, deepstack)
+    if train and get_method(plan.method).kind == "layers":
+        heal_plan(model, processor, plan, train, heal_config, teacher=dense)
+    return model
