@@ -8,6 +8,7 @@ Two stages, as the feasibility runs in issue 2 suggested:
 2. the projector and the Qwen3 decoder learn the questions (vision frozen), loss on answer tokens.
 
 Training data is a fixed pool drawn from the suite's training stream (disjoint from calib/test),
+with the training-only questions of embedded_tasks.py beside this script on request (--primers),
 cached under --cache so a second run skips generation. Step counts are fixed so that a run is
 reproducible whatever the machine's speed.
 """
@@ -27,12 +28,26 @@ import torch
 import torch.nn.functional as F
 from transformers import LlavaForConditionalGeneration
 
+import embedded_tasks  # beside this script; registers the training-only questions into vqa
+from embedded_tasks import COT_STEPS, PRIMER_TASKS
 from interlace.data import chat, vqa
-from interlace.embedded.build import CHAT_TEMPLATE, QUESTION_FIRST_TEMPLATE, build_config, build_processor
+from interlace.embedded.build import CHAT_TEMPLATE, build_config, build_processor
 from interlace.surgery import renumber_layers
 
 COLOUR_INDEX = {c: i + 1 for i, c in enumerate(vqa.COLOURS)}  # 0 empty, 5 digit (white)
 SHAPE_INDEX = {s: i + 1 for i, s in enumerate(vqa.SHAPES)}  # 0 empty, 5 digit
+
+# The shipped template, except that a user turn's text comes before its images, so in a causal
+# decoder the image tokens can attend to the question (--question-first).
+QUESTION_FIRST_TEMPLATE = CHAT_TEMPLATE.replace(
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image> "
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}",
+    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }} {% endif %}{% endfor %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image> {% endif %}{% endfor %}",
+)
+assert QUESTION_FIRST_TEMPLATE != CHAT_TEMPLATE
 
 
 def cell_labels(scene: vqa.Scene) -> np.ndarray:
@@ -80,7 +95,7 @@ def build_pool(processor, n: int, cache: Path, seed: int, tasks: tuple[str, ...]
     if path.exists():
         return torch.load(path)
     cache.mkdir(parents=True, exist_ok=True)
-    stream = vqa.train_items(seed, tasks, thin)
+    stream = vqa.train_items(seed, tasks, embedded_tasks.thinned(thin))
     images, cells, input_ids, prompt_lens = [], [], [], []
     t0 = time.time()
     for start in range(0, n, 2000):
@@ -220,9 +235,9 @@ def test_pool(processor, n_per_task: int, seed: int, primers: bool = False) -> d
     samples = vqa.load_split("test", n_per_task, seed=seed)
     names = list(vqa.TASKS)
     if primers:
-        stream = vqa.train_items(seed + 1, vqa.PRIMER_TASKS)
-        samples += [vqa.to_sample(next(stream)) for _ in range(n_per_task * len(vqa.PRIMER_TASKS))]
-        names += list(vqa.PRIMER_TASKS)
+        stream = vqa.train_items(seed + 1, PRIMER_TASKS)
+        samples += [vqa.to_sample(next(stream)) for _ in range(n_per_task * len(PRIMER_TASKS))]
+        names += list(PRIMER_TASKS)
     raw, input_ids, prompt_lens = encode(processor, samples)
     return {
         "images": torch.from_numpy(raw),
@@ -240,7 +255,7 @@ def drop_cot_words(pool: dict, names: list[str], k: int, pad_id: int) -> None:
     shares one cached pool. Rows stay left padded: the dropped tokens become padding on the left.
     """
     for index, name in enumerate(names):
-        drop = min(k, vqa.COT_STEPS.get(name, 0))
+        drop = min(k, COT_STEPS.get(name, 0))
         if not drop:
             continue
         ids = pool["input_ids"]
@@ -290,7 +305,10 @@ def main() -> None:
         help="start on sparser scenes: e.g. 0.15:1000,0.3:500 draws the first 1000 decoder steps from scenes "
         "thinned to 15%% of the suite's object density, the next 500 from 30%%, then the suite itself",
     )
-    parser.add_argument("--primers", action="store_true", help="also train on vqa.PRIMER_TASKS (one-step lookups), a third of the pool")
+    parser.add_argument(
+        "--primers", action="store_true",
+        help="also train on the training-only questions of embedded_tasks.py (one-step lookups), every type an equal share of the pool",
+    )
     parser.add_argument("--primer-steps", type=int, default=0, help="with --primers: the first N decoder steps draw primer questions only")
     parser.add_argument("--question-first", action="store_true", help="chat template with the question before the image")
     parser.add_argument(
@@ -299,7 +317,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--cot-drop", type=int, default=0,
-        help="with --primers: drop the first K words of the chain-of-thought primers' answers (at most vqa.COT_STEPS of each)",
+        help="with --primers: drop the first K words of the chain-of-thought primers' answers (at most embedded_tasks.COT_STEPS of each)",
     )
     parser.add_argument("--vision-from", type=Path, default=None, help="copy a trained vision tower from this checkpoint (skips stage 1)")
     args = parser.parse_args()
@@ -316,7 +334,7 @@ def main() -> None:
     processor = build_processor(QUESTION_FIRST_TEMPLATE if args.question_first else CHAT_TEMPLATE)
     pad = processor.tokenizer.pad_token_id
     print("building the training pool", flush=True)
-    tasks = vqa.TASKS + vqa.PRIMER_TASKS if args.primers else vqa.TASKS
+    tasks = vqa.TASKS + PRIMER_TASKS if args.primers else vqa.TASKS
     pool = build_pool(processor, args.samples, args.cache, args.seed, tasks)
     # Curriculum: (last step, pool) per sparse stage, in order; after them the full pool.
     stages, end = [], 0
@@ -364,7 +382,7 @@ def main() -> None:
             task, value = part.split("=")
             weights[task] = float(value)
     task_weight = torch.tensor([weights[t] for t in tasks])
-    task_primer = torch.tensor([float(t in vqa.PRIMER_TASKS) for t in tasks])
+    task_primer = torch.tensor([float(t in PRIMER_TASKS) for t in tasks])
     for p in [pool] + [p for _, p in stages]:  # per-question sampling weights, from each one's task
         p["weights"], p["primer"] = task_weight[p["tasks"]], task_primer[p["tasks"]]
 

@@ -14,7 +14,7 @@ work=${1:-runs/embedded-chain}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$work"
 
-# The suite's tasks and the training-only primers (vqa.TASKS, vqa.PRIMER_TASKS), all weight 0:
+# The suite's tasks and the training-only primers (vqa.TASKS, embedded_tasks.PRIMER_TASKS), all weight 0:
 # each stage below names the ones it trains (a type not named would get weight 1).
 none=count=0,compare=0,relation=0,line_count=0,digit_sum=0,digit_max=0
 none=$none,locate=0,lookup=0,exists=0,neighbour=0,line_at=0,total=0,relation_at=0

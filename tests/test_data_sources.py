@@ -12,18 +12,16 @@ import yaml
 from PIL import Image
 
 from interlace.data import vqa
-from interlace.data.finevision import (
+from interlace.data.finevision import HubSubsets, finevision_samples, recipe_take
+from interlace.data.rows import (
     EARLY_CHECK_ROWS,
-    HubSubsets,
     RowPart,
     RowSkipped,
     SampleRules,
     SampleStream,
     cut_turns,
     decode_image,
-    finevision_samples,
     fit_pixels,
-    recipe_take,
 )
 from interlace.data.sources import (
     DataSpec,

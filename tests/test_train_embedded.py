@@ -9,11 +9,14 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from interlace.data.chat import prompt_text
 from interlace.data import vqa
+from interlace.data.chat import prompt_text
 from interlace.embedded import MODEL_DIR
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "train_embedded.py"
+sys.path.insert(0, str(SCRIPT.parent))
+import embedded_tasks  # noqa: E402  (the training-only questions, beside the trainer)
+
 TOY = ["--samples", "600", "--vision-steps", "2", "--vlm-steps", "3", "--batch", "8", "--threads", "1",
        "--eval-every", "0", "--device", "cpu"]
 
@@ -39,7 +42,7 @@ def test_toy_run_writes_a_plain_fp16_checkpoint(tmp_path, options):
         assert prompt.index("<image>") < prompt.index("how")
         return
     assert model.config.text_config.model_type == "llama" and info["primer_steps"] == 2
-    assert info["training_tasks"][len(vqa.TASKS):] == list(vqa.PRIMER_TASKS)
+    assert info["training_tasks"][len(vqa.TASKS):] == list(embedded_tasks.PRIMER_TASKS)
     assert prompt.index("<image>") > prompt.index("how")  # question first
     shipped = AutoModelForImageTextToText.from_pretrained(MODEL_DIR)
     for name, tensor in shipped.model.vision_tower.state_dict().items():  # copied, then frozen
@@ -57,7 +60,7 @@ def test_continuing_with_primers_and_a_sparse_curriculum(tmp_path):
     assert info["curriculum"] == [[0.2, 2]] and info["step"] == 3
     # primers are probed too, but "overall" stays the suite's own tasks
     accuracy = info["teacher_forced_accuracy"]
-    assert set(accuracy) == {*vqa.TASKS, *vqa.PRIMER_TASKS, "overall"}
+    assert set(accuracy) == {*vqa.TASKS, *embedded_tasks.PRIMER_TASKS, "overall"}
     assert accuracy["overall"] == pytest.approx(sum(accuracy[t] for t in vqa.TASKS) / len(vqa.TASKS))
     snapshot = json.loads((out / "step2" / "training_info.json").read_text())
     assert snapshot["step"] == 2
@@ -82,9 +85,9 @@ def test_cot_drop_shortens_only_the_chain_of_thought_answers():
         name = pool["names"][task]
         answer = processor.tokenizer.decode(batch["labels"][row][batch["labels"][row] != -100]).split()
         before = processor.tokenizer.decode(full[row][full[row] != pad]).split()
-        if name in vqa.COT_STEPS:  # relation_cot loses 3 of its 4 words, line_cot both of its 2, line_total_cot all 3
+        if name in embedded_tasks.COT_STEPS:  # relation_cot loses 3 of its 4 words, line_cot both of its 2, line_total_cot all 3
             words = before[before.index("assistant") + 1 :]
-            assert answer == words[min(3, vqa.COT_STEPS[name]) :], (name, answer, words)
+            assert answer == words[min(3, embedded_tasks.COT_STEPS[name]) :], (name, answer, words)
         else:
             assert torch.equal(pool["input_ids"][row], full[row]), name
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from interlace.data.finevision import DataSpecError
+from interlace.data.rows import DataSpecError
 
 NAME = "pydocs"
 LICENCE = "PSF-2.0 (the PSF License Agreement of the Python documentation)"

@@ -41,18 +41,9 @@ from typing import Any, Literal
 import numpy as np
 
 from interlace.data import realtext, vqa
-from interlace.data.finevision import (
-    FINEVISION_RULES,
-    DataSpecError,
-    HubSubsets,
-    LoadStats,
-    RowPart,
-    SampleRules,
-    SampleStream,
-    chain_parts,
-    finevision_parts,
-    open_hub,
-)
+from interlace.data.finevision import FINEVISION_RULES, HubSubsets, finevision_parts
+from interlace.data.hub import open_hub
+from interlace.data.rows import DataSpecError, LoadStats, RowPart, SampleRules, SampleStream, chain_parts
 
 __all__ = [
     "DataSpec", "DataSpecError", "LoadStats", "SampleRules", "SampleStream",

@@ -10,12 +10,16 @@ Samples use FineVision's conversation schema (``images``, ``texts`` = [{"user", 
 ``source``) so one loader serves both. Splits are deterministic and disjoint: the held-out test
 split owns its (scene, question) keys and its own pool of digit images; calibration skips test
 keys; the training stream skips both.
+
+The embedded model's trainer also asks one-step questions that the suite does not hold; they live
+beside it (``scripts/embedded_tasks.py``) and join the training split through
+``register_training_task`` with ids of their own, so the suite's items never change.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,23 +38,6 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("square", "circle", "triangle", "cross")
 DIRECTIONS = {"left of": (0, -1), "right of": (0, 1), "above": (-1, 0), "below": (1, 0)}
 TASKS = ("count", "compare", "relation", "line_count", "digit_sum", "digit_max")
-# Training-only questions, each a primitive that the evaluated tasks chain: find an object by
-# content (locate), read a cell by position (lookup), test a conjunction (exists), name the cell a
-# relation question points to (neighbour: relation without reading the cell), count a line through
-# a cell named by position (line_at: line_count without finding the object), count everything
-# (total: count without selecting), read a cell a hop or two from one named by position
-# (relation_at: relation without finding its anchor), count the objects of a row or column named
-# by number (line_total: line_at without leaving its cell out). Three more ask a suite question
-# but answer it with its intermediate steps spelled out first (relation_cot: "row 2 column 3 red
-# cross", line_cot: "row 2 1", line_total_cot: "row 2 2 1" with the line's own count before the
-# answer), for a trainer that drops those words a few at a time (COT_STEPS) until the answer is
-# the suite's own, so the decoder learns to do the steps silently. The embedded trainer mixes them
-# in on request (--primers, optionally first: --primer-steps); never in calibration or test.
-PRIMER_TASKS = (
-    "locate", "lookup", "exists", "neighbour", "line_at", "total", "relation_at", "line_total",
-    "relation_cot", "line_cot", "line_total_cot",
-)
-COT_STEPS = {"relation_cot": 4, "line_cot": 2, "line_total_cot": 3}  # words before the suite's answer
 SPLITS = ("train", "calib", "test")
 SUITE_VERSION = 2  # bump when generation changes, so cached training pools are rebuilt
 
@@ -123,42 +110,54 @@ def render(scene: Scene) -> Image.Image:
 
 
 # ---------------------------------------------------------------------------------------------
-# Scenes and questions
+# Scenes and questions. The helpers without a leading underscore are also the building blocks of
+# the trainer's training-only question types (scripts/embedded_tasks.py).
 
 
 def _random_shape(rng: np.random.Generator) -> Obj:
     return ("shape", str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES)))
 
 
-def _shape_scene(rng: np.random.Generator, low: float = 0.3, high: float = 0.8, thin: float = 1.0) -> list[Obj]:
-    density = rng.uniform(low * thin, high * thin)
+def shape_scene(rng: np.random.Generator, low: float, high: float) -> list[Obj]:
+    """The suite's scenes: each cell holds a random shape with one density drawn from [low, high]."""
+    density = rng.uniform(low, high)
     return [_random_shape(rng) if rng.random() < density else None for _ in range(GRID * GRID)]
+
+
+# How a question type draws its scene's shapes: shape_scene, or (training split only) a sampler of
+# the trainer's own, such as a curriculum's sparser scenes. Every question type takes one, so a
+# trainer reshapes scenes without a copy of the questions.
+ShapeSampler = Callable[[np.random.Generator, float, float], list[Obj]]
 
 
 def _unique_shapes(scene: list[Obj]) -> list[int]:
     """Cells whose (colour, shape) appears exactly once, so 'the red circle' names one cell."""
-    shapes = [obj for obj in scene if obj is not None and obj[0] == "shape"]
-    return [i for i, obj in enumerate(scene) if obj is not None and obj[0] == "shape" and shapes.count(obj) == 1]
+    objects = [obj for obj in scene if obj is not None and obj[0] == "shape"]
+    return [i for i, obj in enumerate(scene) if obj is not None and obj[0] == "shape" and objects.count(obj) == 1]
 
 
-def _matches(obj: Obj, colour: str | None, shape: str | None) -> bool:
+def matches(obj: Obj, colour: str | None, shape: str | None) -> bool:
+    """Whether obj is a shape of this colour and kind (None: any)."""
     if obj is None or obj[0] != "shape":
         return False
     return (colour is None or obj[1] == colour) and (shape is None or obj[2] == shape)
 
 
-def _phrase(colour: str | None, shape: str | None) -> str:
+def phrase(colour: str | None, shape: str | None) -> str:
+    """How a question names a condition: 'red circle', 'red thing', 'circle'."""
     return f"{colour or ''} {shape or 'thing'}".strip()
 
 
-def _condition(rng: np.random.Generator) -> tuple[str | None, str | None]:
+def condition(rng: np.random.Generator) -> tuple[str | None, str | None]:
+    """A random (colour, shape) condition: colour only, shape only, or both."""
     kind = rng.integers(3)
     colour = str(rng.choice(list(COLOURS))) if kind != 1 else None
     shape = str(rng.choice(SHAPES)) if kind != 0 else None
     return colour, shape
 
 
-def _describe(obj: Obj) -> str:
+def describe(obj: Obj) -> str:
+    """A cell's content as an answer: 'red circle', 'digit 7' or 'nothing'."""
     if obj is None:
         return "nothing"
     if obj[0] == "digit":
@@ -166,24 +165,24 @@ def _describe(obj: Obj) -> str:
     return f"{obj[1]} {obj[2]}"
 
 
-def _task_count(rng, digits, thin) -> Item:
-    scene = _shape_scene(rng, 0.2, 0.6, thin)
-    colour, shape = _condition(rng)
-    n = sum(_matches(obj, colour, shape) for obj in scene)
-    return Item("count", tuple(scene), f"how many {_phrase(colour, shape)} are there ?", str(n))
+def _task_count(rng, digits, shapes: ShapeSampler) -> Item:
+    scene = shapes(rng, 0.2, 0.6)
+    colour, shape = condition(rng)
+    n = sum(matches(obj, colour, shape) for obj in scene)
+    return Item("count", tuple(scene), f"how many {phrase(colour, shape)} are there ?", str(n))
 
 
-def _task_compare(rng, digits, thin) -> Item:
+def _task_compare(rng, digits, shapes: ShapeSampler) -> Item:
     while True:
-        scene = _shape_scene(rng, thin=thin)
-        a, b = _condition(rng), _condition(rng)
-        na = sum(_matches(obj, *a) for obj in scene)
-        nb = sum(_matches(obj, *b) for obj in scene)
+        scene = shapes(rng, 0.3, 0.8)
+        a, b = condition(rng), condition(rng)
+        na = sum(matches(obj, *a) for obj in scene)
+        nb = sum(matches(obj, *b) for obj in scene)
         if a != b and na != nb:
             break
     if rng.random() < 0.5:  # balance yes / no
         a, b, na, nb = b, a, nb, na
-    question = f"are there more {_phrase(*a)} than {_phrase(*b)} ?"
+    question = f"are there more {phrase(*a)} than {phrase(*b)} ?"
     return Item("compare", tuple(scene), question, "yes" if na > nb else "no")
 
 
@@ -194,7 +193,7 @@ def _step(cell: int, direction: str) -> int | None:
     return row * GRID + col if 0 <= row < GRID and 0 <= col < GRID else None
 
 
-def _hops(rng: np.random.Generator, anchor: int) -> tuple[list[str], int | None]:
+def random_hops(rng: np.random.Generator, anchor: int) -> tuple[list[str], int | None]:
     """One or two random directions from `anchor`, and the cell they reach (None: off the grid)."""
     hops = [str(rng.choice(list(DIRECTIONS))) for _ in range(int(rng.integers(1, 3)))]
     cell: int | None = anchor
@@ -205,42 +204,42 @@ def _hops(rng: np.random.Generator, anchor: int) -> tuple[list[str], int | None]
     return hops, cell
 
 
-def _hop_phrase(hops: list[str], anchor: str) -> str:
+def hop_phrase(hops: list[str], anchor: str) -> str:
     """'left of the red cross', or 'below the cell left of the red cross' for two hops."""
     where = f"{hops[0]} {anchor}"
     return f"{hops[1]} the cell {where}" if len(hops) == 2 else where
 
 
-def _hop_question(rng: np.random.Generator, thin: float) -> tuple[list[Obj], str, int]:
+def hop_question(rng: np.random.Generator, shapes: ShapeSampler) -> tuple[list[Obj], str, int]:
     """A scene, a phrase naming a cell by one or two hops from a unique shape, and that cell."""
     while True:
-        scene = _shape_scene(rng, 0.45, 0.85, thin)
+        scene = shapes(rng, 0.45, 0.85)
         anchors = _unique_shapes(scene)
         if not anchors:
             continue
         anchor = int(rng.choice(anchors))
-        hops, cell = _hops(rng, anchor)
+        hops, cell = random_hops(rng, anchor)
         if cell is not None:
             break
     _, colour, shape = scene[anchor]
-    return scene, _hop_phrase(hops, f"the {colour} {shape}"), cell
+    return scene, hop_phrase(hops, f"the {colour} {shape}"), cell
 
 
-def _task_relation(rng, digits, thin) -> Item:
-    scene, where, cell = _hop_question(rng, thin)
-    return Item("relation", tuple(scene), f"what is {where} ?", _describe(scene[cell]))
+def _task_relation(rng, digits, shapes: ShapeSampler) -> Item:
+    scene, where, cell = hop_question(rng, shapes)
+    return Item("relation", tuple(scene), f"what is {where} ?", describe(scene[cell]))
 
 
-def _scene_with_anchor(rng: np.random.Generator, low: float, high: float, thin: float) -> tuple[list[Obj], int]:
+def scene_with_anchor(rng: np.random.Generator, low: float, high: float, shapes: ShapeSampler) -> tuple[list[Obj], int]:
     """A shape scene and one cell whose (colour, shape) is unique in it."""
     while True:
-        scene = _shape_scene(rng, low, high, thin)
+        scene = shapes(rng, low, high)
         anchors = _unique_shapes(scene)
         if anchors:
             return scene, int(rng.choice(anchors))
 
 
-def _line_cells(line: str, index: int) -> list[int]:
+def line_cells(line: str, index: int) -> list[int]:
     """The cells of row `index` or column `index` (0-based)."""
     return [index * GRID + c for c in range(GRID)] if line == "row" else [r * GRID + index for r in range(GRID)]
 
@@ -250,30 +249,30 @@ def _line_index(line: str, cell: int) -> int:
     return divmod(cell, GRID)[0 if line == "row" else 1]
 
 
-def _line_question(rng: np.random.Generator, scene: list[Obj], cell: int) -> tuple[str, str]:
+def line_question(rng: np.random.Generator, scene: list[Obj], cell: int) -> tuple[str, str]:
     """'row' or 'column', and how many other cells of that line through `cell` hold something."""
     line = str(rng.choice(["row", "column"]))
-    cells = _line_cells(line, _line_index(line, cell))
+    cells = line_cells(line, _line_index(line, cell))
     return line, str(sum(scene[c] is not None for c in cells if c != cell))
 
 
-def _line_count_question(rng: np.random.Generator, thin: float) -> tuple[list[Obj], str, str, int, str]:
+def line_count_question(rng: np.random.Generator, shapes: ShapeSampler) -> tuple[list[Obj], str, str, int, str]:
     """A scene, line_count's question about a unique shape, its line, that line's index, the count."""
-    scene, anchor = _scene_with_anchor(rng, 0.35, 0.8, thin)
-    line, n = _line_question(rng, scene, anchor)
+    scene, anchor = scene_with_anchor(rng, 0.35, 0.8, shapes)
+    line, n = line_question(rng, scene, anchor)
     _, colour, shape = scene[anchor]
     question = f"how many things share a {line} with the {colour} {shape} ?"
     return scene, question, line, _line_index(line, anchor), n
 
 
-def _task_line_count(rng, digits, thin) -> Item:
-    scene, question, _, _, n = _line_count_question(rng, thin)
+def _task_line_count(rng, digits, shapes: ShapeSampler) -> Item:
+    scene, question, _, _, n = line_count_question(rng, shapes)
     return Item("line_count", tuple(scene), question, n)
 
 
-def _digit_scene(rng, digits: np.ndarray, n_digits: int, thin: float) -> tuple[list[Obj], list[int]]:
+def _digit_scene(rng, digits: np.ndarray, n_digits: int, shapes: ShapeSampler) -> tuple[list[Obj], list[int]]:
     _, _, labels, _ = _assets()
-    scene = _shape_scene(rng, 0.0, 0.4, thin)
+    scene = shapes(rng, 0.0, 0.4)
     cells = rng.choice(GRID * GRID, size=n_digits, replace=False)
     values = []
     for cell in cells:
@@ -283,140 +282,79 @@ def _digit_scene(rng, digits: np.ndarray, n_digits: int, thin: float) -> tuple[l
     return scene, values
 
 
-def _task_digit_sum(rng, digits, thin) -> Item:
-    scene, values = _digit_scene(rng, digits, 2, thin)
+def _task_digit_sum(rng, digits, shapes: ShapeSampler) -> Item:
+    scene, values = _digit_scene(rng, digits, 2, shapes)
     return Item("digit_sum", tuple(scene), "what is the sum of the two digits ?", str(sum(values)))
 
 
-def _task_digit_max(rng, digits, thin) -> Item:
-    scene, values = _digit_scene(rng, digits, 3, thin)
+def _task_digit_max(rng, digits, shapes: ShapeSampler) -> Item:
+    scene, values = _digit_scene(rng, digits, 3, shapes)
     return Item("digit_max", tuple(scene), "what is the largest of the three digits ?", str(max(values)))
 
 
-def _where(cell: int) -> str:
-    row, col = divmod(cell, GRID)
-    return f"row {row + 1} column {col + 1}"
+# A question type makes one item from its own random generator, the split's digit images and a
+# shape sampler. Its id is part of every item's seed, so it is fixed for good: the suite's tasks
+# are 0..5 in the order below, and a registered training-only task brings its own id.
+Maker = Callable[[np.random.Generator, np.ndarray, ShapeSampler], Item]
 
-
-def _task_locate(rng, digits, thin) -> Item:
-    scene, anchor = _scene_with_anchor(rng, 0.3, 0.85, thin)
-    _, colour, shape = scene[anchor]
-    return Item("locate", tuple(scene), f"where is the {colour} {shape} ?", _where(anchor))
-
-
-def _task_lookup(rng, digits, thin) -> Item:
-    scene = _shape_scene(rng, 0.3, 0.85, thin)
-    cell = int(rng.integers(GRID * GRID))
-    return Item("lookup", tuple(scene), f"what is at {_where(cell)} ?", _describe(scene[cell]))
-
-
-def _task_neighbour(rng, digits, thin) -> Item:
-    """Relation's question asking for the cell's position instead of its content."""
-    scene, where, cell = _hop_question(rng, thin)
-    return Item("neighbour", tuple(scene), f"where is {where} ?", _where(cell))
-
-
-def _task_line_at(rng, digits, thin) -> Item:
-    """line_count with its cell named by position instead of content."""
-    scene = _shape_scene(rng, 0.35, 0.8, thin)
-    cell = int(rng.integers(GRID * GRID))
-    line, n = _line_question(rng, scene, cell)
-    return Item("line_at", tuple(scene), f"how many things share a {line} with {_where(cell)} ?", n)
-
-
-def _task_relation_at(rng, digits, thin) -> Item:
-    """relation with its anchor named by position: the hops and the read, without the find."""
-    scene = _shape_scene(rng, 0.45, 0.85, thin)
-    while True:
-        anchor = int(rng.integers(GRID * GRID))
-        hops, cell = _hops(rng, anchor)
-        if cell is not None:
-            break
-    return Item("relation_at", tuple(scene), f"what is {_hop_phrase(hops, _where(anchor))} ?", _describe(scene[cell]))
-
-
-def _task_total(rng, digits, thin) -> Item:
-    """Counting without selecting: every object in the scene."""
-    scene = _shape_scene(rng, 0.2, 0.6, thin)
-    return Item("total", tuple(scene), "how many things are there ?", str(sum(obj is not None for obj in scene)))
-
-
-def _task_line_total(rng, digits, thin) -> Item:
-    """Counting one line named by number: line_at with no cell to leave out."""
-    scene = _shape_scene(rng, 0.35, 0.8, thin)
-    line, index = str(rng.choice(["row", "column"])), int(rng.integers(GRID))
-    n = sum(scene[c] is not None for c in _line_cells(line, index))
-    return Item("line_total", tuple(scene), f"how many things are in {line} {index + 1} ?", str(n))
-
-
-def _task_relation_cot(rng, digits, thin) -> Item:
-    """relation, answered with the cell's position first: neighbour's answer, then relation's."""
-    scene, where, cell = _hop_question(rng, thin)
-    return Item("relation_cot", tuple(scene), f"what is {where} ?", f"{_where(cell)} {_describe(scene[cell])}")
-
-
-def _task_line_cot(rng, digits, thin) -> Item:
-    """line_count, answered with the line's name first: 'row 2' then the count."""
-    scene, question, line, index, n = _line_count_question(rng, thin)
-    return Item("line_cot", tuple(scene), question, f"{line} {index + 1} {n}")
-
-
-def _task_line_total_cot(rng, digits, thin) -> Item:
-    """line_count, answered with the line, its count (line_total's answer), then that count less the
-    named object: leaving one cell out becomes a step of its own."""
-    scene, question, line, index, n = _line_count_question(rng, thin)
-    return Item("line_total_cot", tuple(scene), question, f"{line} {index + 1} {int(n) + 1} {n}")
-
-
-def _task_exists(rng, digits, thin) -> Item:
-    scene = _shape_scene(rng, 0.2, 0.6, thin)
-    want = rng.random() < 0.5  # balance yes / no
-    for _ in range(100):
-        colour, shape = _condition(rng)
-        present = any(_matches(obj, colour, shape) for obj in scene)
-        if present == want:
-            break
-    return Item("exists", tuple(scene), f"is there a {_phrase(colour, shape)} ?", "yes" if present else "no")
-
-
-_MAKERS = {
+_MAKERS: dict[str, Maker] = {
     "count": _task_count,
     "compare": _task_compare,
     "relation": _task_relation,
     "line_count": _task_line_count,
     "digit_sum": _task_digit_sum,
     "digit_max": _task_digit_max,
-    "locate": _task_locate,
-    "lookup": _task_lookup,
-    "exists": _task_exists,
-    "neighbour": _task_neighbour,
-    "line_at": _task_line_at,
-    "total": _task_total,
-    "relation_at": _task_relation_at,
-    "line_total": _task_line_total,
-    "relation_cot": _task_relation_cot,
-    "line_cot": _task_line_cot,
-    "line_total_cot": _task_line_total_cot,
 }
-assert tuple(_MAKERS) == TASKS + PRIMER_TASKS
+assert tuple(_MAKERS) == TASKS
+# name -> (id, maker) of the training-only question types, filled by register_training_task.
+_TRAINING_TASKS: dict[str, tuple[int, Maker]] = {}
 
 
-def make_item(task: str, split: str, index: int, seed: int = 0, thin: float = 1.0) -> Item:
+def register_training_task(name: str, task_id: int, make: Maker) -> None:
+    """Add a question type to the training split only (calib and test hold the suite's six).
+
+    The id seeds the task's items, so a registrant passes the same id in every run: the same name
+    and id again replace the maker (a re-imported module), anything else that clashes is refused.
+
+    Raises:
+        ValueError: for a suite task's name, an id below len(TASKS) (the suite's), a registered
+            name with another id, or an id another task has.
+    """
+    owner = next((other for other, (other_id, _) in _TRAINING_TASKS.items() if other_id == task_id), name)
+    if name in _MAKERS:
+        raise ValueError(f"{name!r} is a suite task; a training-only task needs a name of its own")
+    if task_id < len(TASKS):
+        raise ValueError(f"task ids 0..{len(TASKS) - 1} are the suite's; give {name!r} an id >= {len(TASKS)}")
+    if _TRAINING_TASKS.get(name, (task_id,))[0] != task_id:
+        raise ValueError(f"{name!r} is registered with id {_TRAINING_TASKS[name][0]}, not {task_id}")
+    if owner != name:
+        raise ValueError(f"task id {task_id} belongs to {owner!r}; give {name!r} another")
+    _TRAINING_TASKS[name] = (task_id, make)
+
+
+def make_item(task: str, split: str, index: int, seed: int = 0, shapes: ShapeSampler = shape_scene) -> Item:
     """The index-th candidate item of a task in a split; a pure function of its arguments.
 
-    ``thin`` < 1 scales every scene's shape density down (training only): a curriculum can start
-    on scenes with one or two objects, where finding the object a question names is easy.
+    Args:
+        task: a suite task, or (training split only) a registered training-only one.
+        split: "train", "calib" or "test".
+        index: which candidate; ``_split_items`` skips those that repeat or that another split owns.
+        seed: suite seed.
+        shapes: how scenes draw their shapes; anything but ``shape_scene`` (e.g. a curriculum's
+            sparser scenes) only on the training split.
     """
-    if task not in _MAKERS:
-        raise ValueError(f"unknown task {task!r}; choose from {', '.join(_MAKERS)}")
+    if task not in _MAKERS and task not in _TRAINING_TASKS:
+        known = ", ".join([*_MAKERS, *_TRAINING_TASKS])
+        raise ValueError(f"unknown task {task!r}; choose from {known} (training-only tasks are registered by scripts/embedded_tasks.py)")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
-    if task in PRIMER_TASKS and split != "train":
-        raise ValueError(f"{task!r} is a training-only primer task; held-out splits hold {', '.join(TASKS)}")
-    if not 0 < thin <= 1 or (thin != 1 and split != "train"):
-        raise ValueError(f"thin must be in (0, 1], and 1 outside the training split; got {thin} for {split!r}")
-    rng = np.random.default_rng([seed, SPLITS.index(split), tuple(_MAKERS).index(task), index])
-    return _MAKERS[task](rng, _assets()[3][split], thin)
+    if task in _TRAINING_TASKS and split != "train":
+        raise ValueError(f"{task!r} is a training-only task; held-out splits hold {', '.join(TASKS)}")
+    if shapes is not shape_scene and split != "train":
+        raise ValueError(f"a shape sampler other than vqa.shape_scene is for the training split only, not {split!r}")
+    task_id, make = (TASKS.index(task), _MAKERS[task]) if task in _MAKERS else _TRAINING_TASKS[task]
+    rng = np.random.default_rng([seed, SPLITS.index(split), task_id, index])
+    return make(rng, _assets()[3][split], shapes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,14 +374,14 @@ def _reserved_keys(seed: int) -> tuple[frozenset, frozenset]:
     return test, calib
 
 
-def _split_items(task: str, split: str, n: int, seed: int, start: int = 0, thin: float = 1.0) -> Iterator[Item]:
+def _split_items(task: str, split: str, n: int | None, seed: int, start: int = 0, shapes: ShapeSampler = shape_scene) -> Iterator[Item]:
     """Distinct items of one task in one split, skipping keys owned by an earlier split."""
     test, calib = _reserved_keys(seed) if split != "test" else (frozenset(), frozenset())
     blocked = test if split == "calib" else test | calib
     seen: set = set()
     index = start
     while n is None or len(seen) < n:
-        item = make_item(task, split, index, seed, thin)
+        item = make_item(task, split, index, seed, shapes)
         index += 1
         if item.key in blocked or item.key in seen:
             continue
@@ -474,12 +412,12 @@ def load_split(split: str, n_per_task: int, tasks: tuple[str, ...] = TASKS, seed
     return [to_sample(items[i]) for i in range(n_per_task) for items in per_task]
 
 
-def train_items(seed: int = 0, tasks: tuple[str, ...] = TASKS, thin: float = 1.0) -> Iterator[Item]:
+def train_items(seed: int = 0, tasks: tuple[str, ...] = TASKS, shapes: ShapeSampler = shape_scene) -> Iterator[Item]:
     """The endless training stream of items, tasks in turn, disjoint from test and calib.
 
-    ``thin`` < 1: sparser scenes (see ``make_item``), for a curriculum.
+    ``tasks`` may name registered training-only tasks; ``shapes``: see ``make_item``.
     """
-    streams = [_split_items(t, "train", None, seed, thin=thin) for t in tasks]
+    streams = [_split_items(t, "train", None, seed, shapes=shapes) for t in tasks]
     while True:
         for stream in streams:
             yield next(stream)

@@ -38,26 +38,14 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}"
 )
 
-# The same, except that a user turn's text comes before its images, so in a causal decoder the image
-# tokens can attend to the question (scripts/train_embedded.py --question-first).
-QUESTION_FIRST_TEMPLATE = CHAT_TEMPLATE.replace(
-    "{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<image> "
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}",
-    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }} {% endif %}{% endfor %}"
-    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image> {% endif %}{% endfor %}",
-)
-assert QUESTION_FIRST_TEMPLATE != CHAT_TEMPLATE
-
 CONTENT_WORDS = (
     "user assistant system how many are there more than what is the of cell share a with row column "
     "sum two digits largest three thing things nothing digit yes no ? left right above below"
 )
 
 
-# Words only the training-only primer questions use (vqa.PRIMER_TASKS). They come last so every
-# other token keeps the id it has in the shipped tokenizer.
+# Words only the trainer's training-only questions use (scripts/embedded_tasks.py). The shipped
+# tokenizer has them, last, so that every other token kept the id it had before they came.
 PRIMER_WORDS = "where at in"
 
 
@@ -117,8 +105,8 @@ def build_config(
 
     ``decoder="qwen3"`` is what ships. ``"llama"`` is the same shape without Qwen3's per-head
     query/key norm, which at head_dim 32 caps an attention logit near sqrt(32) ~ 5.7 times the
-    norm weights (those weights stayed within 1.0 +- 0.17 in the shipped model). In the runs so far
-    both decoders plateaued alike (docs/embedded.md), so the cap is not what holds the model back.
+    norm weights (those weights stayed within 1.0 +- 0.17 in the shipped model). Both decoders
+    plateaued alike when it was tried (docs/embedded_history.md), so the cap did not hold it back.
     """
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; choose from {', '.join(DECODERS)}")
