@@ -1,6 +1,5 @@
 """Baselines on hand-made inputs: 2:4 masks, Wanda's score, SLEB's choice, score-based methods."""
 
-import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -37,7 +36,10 @@ def test_wanda_scores_weight_magnitude_times_input_norm():
 
 def tiny_llama(layers: int = 6) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -86,6 +88,35 @@ def test_sleb_removes_the_harmless_layers_first_and_its_cache_changes_nothing():
                 total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum").item()
                 count += int((labels != IGNORE_INDEX).sum())
             assert value == pytest.approx(total / count, rel=1e-5)
+
+
+def _brute_force_loss(model, batches, removed):
+    total = count = 0
+    for batch in batches:
+        with identity_hooks(model, removed), torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        labels = batch["labels"][:, 1:]
+        total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum").item()
+        count += int((labels != IGNORE_INDEX).sum())
+    return total / count
+
+
+def test_sleb_order_is_the_brute_force_greedy_order_with_padding_and_protected_layers():
+    """The cached replay, the skipped layers and the labelled-positions-only lm_head (issue 17)
+    choose what full forwards of every candidate choose."""
+    model = tiny_llama(7)
+    batches = [_self_labelled_batch(model, s) for s in range(3)]
+    batches[0]["attention_mask"][1, 8:] = 0  # right padding, as collate makes it
+    batches[0]["labels"][1, 8:] = IGNORE_INDEX
+    batches[1]["labels"][:, :6] = IGNORE_INDEX  # a prompt without labels, as in chat data
+    protected = (0, 3)
+    removed, history = sleb_order(model, batches, budget=4, protected=protected, progress=False)
+    expected = []
+    for step in range(4):
+        losses = {j: _brute_force_loss(model, batches, expected + [j]) for j in range(7) if j not in expected and j not in protected}
+        assert history[step] == pytest.approx(losses, rel=1e-5)
+        expected.append(min(losses, key=lambda j: (losses[j], j)))
+    assert removed == expected
 
 
 def scores_for(s1, extra=None):

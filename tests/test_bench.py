@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import typer
 from transformers import LlamaConfig, Qwen3VLConfig
 from typer.testing import CliRunner
 
 from interlace import bench
 from interlace.bench import BenchSettings, benchmark, build_inputs
-from interlace.flops import TokenCounts, causal_pairs, decoder_flops, vision_flops
+from interlace.flops import TokenCounts, causal_pairs, decoder_flops, heal_step_flops, vision_flops
 from interlace.surgery import remove_layers
 from tiny_models import VOCAB, dense_model
 
@@ -59,6 +58,19 @@ def test_decoder_flops_prefill_by_hand():
 def test_decoder_flops_decode_step_by_hand():
     # One token after 3 cached: projections 256 + 128, attention 4*2*4*4 pairs = 128, MLP 768 -> 1280 per layer.
     assert decoder_flops(TINY_LM, new=1, past=3) == 2 * 1280 + 160
+
+
+def test_heal_step_flops_by_hand():
+    # Per layer on 3 tokens: q,k,v 768, o + MLP 2688, attention 192 (see above); lm_head on every position 480.
+    forward = 2 * 3648 + 480
+    assert heal_step_flops(TINY_LM, [3], []) == forward == decoder_flops(TINY_LM, 3, logits=3)
+    # Layer 1 alone: its activation gradients except q,k,v's input (2688 + 2 * 192), its weight
+    # gradients (768 + 2688), and the lm_head's activation gradient; layer 0 needs nothing.
+    assert heal_step_flops(TINY_LM, [3], [1]) == forward + 3072 + 3456 + 480
+    # Both layers: layer 1's activation gradients now include q,k,v's (768 + 2688 + 384).
+    assert heal_step_flops(TINY_LM, [3], [0, 1]) == forward + 3072 + 3456 + 3840 + 3456 + 480
+    assert heal_step_flops(TINY_LM, [3, 3], [1]) == 2 * heal_step_flops(TINY_LM, [3], [1])
+    assert heal_step_flops(TINY_LM, [3], [1], train_lm_head=True) == heal_step_flops(TINY_LM, [3], [1]) + 480
 
 
 def test_sliding_window_layers_attend_to_fewer_keys():

@@ -7,6 +7,7 @@ output), so the states are pre-norm and include Qwen3-VL's DeepStack injections,
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +64,10 @@ def compute_scores(
     handles = [layer.register_forward_pre_hook(on_input, with_kwargs=True) for layer in layers]
     handles.append(layers[last].register_forward_hook(on_output, with_kwargs=True))
     device = next(model.parameters()).device
+    # The scores need the residual states, not the logits: project only the last position onto the
+    # vocabulary. Over every position that is a fifth of SmolLM2's forward and (B, T, 49152) fp32
+    # logits, most of what calibration added to memory (issue 17).
+    no_logits = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     was_training = model.training
     model.eval()
     try:
@@ -73,7 +78,7 @@ def compute_scores(
                 for _, inputs in batch_inputs(processor, chunk, with_answers):  # one call per modality
                     inputs = {k: v.to(device) for k, v in inputs.items()}
                     accumulator.start_batch(inputs["attention_mask"])
-                    model(**inputs, use_cache=False)
+                    model(**inputs, use_cache=False, **no_logits)
                     accumulator.end_batch()
                 bar.advance(task, len(chunk))
     finally:

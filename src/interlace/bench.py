@@ -11,6 +11,10 @@ How it measures (issue 5, item 4):
 - A run is one greedy ``generate`` of exactly ``new_tokens`` tokens. A forward hook stamps the end
   of each forward (after ``torch.cuda.synchronize`` on GPU): TTFT = call start to end of the
   prefill forward; decode tokens/s = (new_tokens - 1) / (end of last forward - end of first).
+  A pre-hook also stamps the start of each forward, so decode tokens/s *in the forward* leaves out
+  what ``generate`` does between forwards (logits processing, stopping criteria, cache and mask
+  bookkeeping: about 5 ms a step on one CPU thread, the same for A and B, which is why end-to-end
+  decode of a small model stays below the FLOP bound; issue 17).
 - Memory is what a run adds to what is already resident (the weights): on CUDA
   ``max_memory_allocated`` minus ``memory_allocated`` before the run (tensors only, no allocator
   cache); on Linux CPUs the peak RSS (VmHWM, reset through /proc/self/clear_refs) minus the RSS
@@ -183,13 +187,15 @@ def build_inputs(config: Any, processor: Any, settings: BenchSettings) -> tuple[
 
 
 class Run(NamedTuple):
-    """One measured generate. ``*_cpu_*``: the same in process CPU time (CPU device only, else None)."""
+    """One measured generate. ``*_cpu_*``: the same in process CPU time (CPU device only, else None);
+    ``decode_forward_tokens_per_s``: decode counting only the time inside the model's forwards."""
 
     ttft_s: float
     decode_tokens_per_s: float
     memory_bytes: int | None
     ttft_cpu_s: float | None
     decode_cpu_tokens_per_s: float | None
+    decode_forward_tokens_per_s: float | None = None
 
 
 @dataclass
@@ -201,6 +207,8 @@ class BenchResult:
         ttft_s, decode_tokens_per_s: wall-clock medians.
         ttft_cpu_s, decode_cpu_tokens_per_s: the same in process CPU time, which leaves out time
             spent waiting for a core on a shared machine (not cache or bandwidth contention); None on GPU.
+        decode_forward_tokens_per_s: decode over the time inside the model's forwards only (None
+            where the engine does not expose them, e.g. vLLM).
         run_memory_bytes: the largest memory a run added to what was resident (see module docstring).
         weights_bytes: parameters and buffers.
         prefill_flops, decode_flops_per_token: the analytic FLOPs of this model on this prompt.
@@ -221,6 +229,7 @@ class BenchResult:
     prefill_flops: float
     decode_flops_per_token: float
     runs: list[dict[str, Any]] = field(default_factory=list)
+    decode_forward_tokens_per_s: float | None = None
 
 
 @dataclass
@@ -238,7 +247,7 @@ class BenchComparison:
     machine: dict[str, Any]
 
     def _paired(self, key: str, throughput: bool) -> float | None:
-        if self.b is None or self.a.runs[0][key] is None:
+        if self.b is None or self.a.runs[0].get(key) is None:
             return None
         ratios = [(y[key] / x[key]) if throughput else (x[key] / y[key]) for x, y in zip(self.a.runs, self.b.runs)]
         return statistics.median(ratios)
@@ -260,6 +269,11 @@ class BenchComparison:
         return self._paired("decode_cpu_tokens_per_s", throughput=True)
 
     @property
+    def decode_forward_speedup(self) -> float | None:
+        """Decode speedup inside the model's forwards: the part of a step that pruning can change."""
+        return self._paired("decode_forward_tokens_per_s", throughput=True)
+
+    @property
     def prefill_flop_bound(self) -> float | None:
         return self.b and self.a.prefill_flops / self.b.prefill_flops
 
@@ -269,7 +283,7 @@ class BenchComparison:
 
     def to_json(self) -> dict[str, Any]:
         names = ("prefill_speedup", "decode_speedup", "prefill_flop_bound", "decode_flop_bound",
-                 "prefill_cpu_speedup", "decode_cpu_speedup")
+                 "prefill_cpu_speedup", "decode_cpu_speedup", "decode_forward_speedup")
         return {"settings": asdict(self.settings), "a": asdict(self.a), "b": self.b and asdict(self.b),
                 **{n: getattr(self, n) for n in names}, "memory_method": self.memory_method, "machine": self.machine}
 
@@ -315,12 +329,17 @@ def _run_once(model: Any, inputs: dict, new_tokens: int, device: torch.device, s
 
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     stamps: list[tuple[float, float]] = []  # (wall, process CPU) at the end of each forward
+    starts: list[float] = []  # wall clock at the start of each forward
 
     def stamp(*_: Any) -> None:
         sync()
         stamps.append((time.perf_counter(), time.process_time()))
 
-    handle = model.register_forward_hook(stamp)
+    def stamp_start(*_: Any) -> None:
+        sync()
+        starts.append(time.perf_counter())
+
+    handles = [model.register_forward_pre_hook(stamp_start), model.register_forward_hook(stamp)]
     pad = model.config.get_text_config(decoder=True).pad_token_id
     config = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                               pad_token_id=0 if pad is None else pad)
@@ -330,12 +349,15 @@ def _run_once(model: Any, inputs: dict, new_tokens: int, device: torch.device, s
     try:
         model.generate(**inputs, generation_config=config)
     finally:
-        handle.remove()
-    assert len(stamps) == new_tokens, f"expected one forward per token, got {len(stamps)} for {new_tokens}"
+        for handle in handles:
+            handle.remove()
+    assert len(stamps) == len(starts) == new_tokens, f"expected one forward per token, got {len(stamps)} for {new_tokens}"
     first, last = stamps[0], stamps[-1]
+    in_forward = sum(end[0] - begin for begin, end in zip(starts[1:], stamps[1:]))  # decode forwards only
     cpu = device.type == "cpu"
     return Run(first[0] - start[0], (new_tokens - 1) / (last[0] - first[0]), stop_memory(),
-               first[1] - start[1] if cpu else None, (new_tokens - 1) / (last[1] - first[1]) if cpu else None)
+               first[1] - start[1] if cpu else None, (new_tokens - 1) / (last[1] - first[1]) if cpu else None,
+               (new_tokens - 1) / in_forward)
 
 
 def _machine(device: torch.device, threads: int) -> dict[str, Any]:
@@ -396,7 +418,8 @@ def benchmark(model_a: Any, model_b: Any = None, processor: Any = None, settings
     for name, model, model_runs in zip(names, models, runs):
         prefill, decode = forward_flops(model.config, counts, settings.new_tokens)
         medians = {k: None if None in (v := [getattr(r, k) for r in model_runs]) else statistics.median(v)
-                   for k in ("ttft_s", "decode_tokens_per_s", "ttft_cpu_s", "decode_cpu_tokens_per_s")}
+                   for k in ("ttft_s", "decode_tokens_per_s", "ttft_cpu_s", "decode_cpu_tokens_per_s",
+                           "decode_forward_tokens_per_s")}
         memory = [r.memory_bytes for r in model_runs]
         results.append(BenchResult(
             name=name, num_layers=model.config.get_text_config(decoder=True).num_hidden_layers,

@@ -23,6 +23,7 @@ per-layer costs outside the count (kernel launches, KV-cache appends) push it to
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,23 +55,53 @@ def causal_pairs(past: int, new: int, window: int | None = None) -> int:
     return upto(past + new) - upto(past)
 
 
-def decoder_flops(text: Any, new: int, past: int = 0, logits: int = 1) -> float:
-    """FLOPs of the decoder stack plus lm_head for ``new`` tokens after ``past`` cached ones."""
+def layer_flops(text: Any, index: int, new: int, past: int = 0) -> tuple[float, float, float]:
+    """FLOPs of decoder layer ``index`` for ``new`` tokens after ``past`` cached ones, in three parts:
+    (q, k, v projections; the other linear layers, o and the MLP; the attention products)."""
     h, a = text.hidden_size, text.num_attention_heads
     g = getattr(text, "num_key_value_heads", None) or a
     d = getattr(text, "head_dim", None) or h // a
-    types = getattr(text, "layer_types", None) or ["full_attention"] * text.num_hidden_layers
+    kind = (getattr(text, "layer_types", None) or ["full_attention"] * text.num_hidden_layers)[index]
+    window = getattr(text, "sliding_window", None) if kind == "sliding_attention" else None
     experts, sparse_step = getattr(text, "num_experts", 0) or 0, getattr(text, "decoder_sparse_step", 1) or 1
-    dense_only = set(getattr(text, "mlp_only_layers", None) or ())
+    if experts and index not in set(getattr(text, "mlp_only_layers", None) or ()) and (index + 1) % sparse_step == 0:
+        mlp = 6 * new * h * text.moe_intermediate_size * text.num_experts_per_tok + 2 * new * h * experts
+    else:
+        mlp = 6 * new * h * text.intermediate_size
+    return 2 * new * h * (a * d + 2 * g * d), 2 * new * a * d * h + mlp, 4 * a * d * causal_pairs(past, new, window)
+
+
+def decoder_flops(text: Any, new: int, past: int = 0, logits: int = 1) -> float:
+    """FLOPs of the decoder stack plus lm_head for ``new`` tokens after ``past`` cached ones."""
+    layers = sum(sum(layer_flops(text, i, new, past)) for i in range(text.num_hidden_layers))
+    return layers + 2 * text.hidden_size * text.vocab_size * logits
+
+
+def heal_step_flops(text: Any, seq_lens: Sequence[int], trainable: Collection[int], train_lm_head: bool = False) -> float:
+    """FLOPs of one training forward and backward over sequences of ``seq_lens`` tokens (logits at
+    every position), when only the ``trainable`` decoder layers (and the lm_head, if asked) learn.
+
+    Backward: the gradient with respect to a linear layer's input costs what its forward costs,
+    and the one with respect to its weight as much again; the attention products have two
+    activation operands, so their backward costs twice their forward. Activation gradients run
+    from the loss down to the lowest trainable layer, whose q, k, v projections need none (their
+    input is frozen); weight gradients only in trainable layers. The bound for healing a layer
+    set is heal_step_flops(set) / heal_step_flops(all layers) (issue 17).
+    """
+    layers = text.num_hidden_layers
+    lowest = min(trainable, default=layers)
+    head = 2 * text.hidden_size * text.vocab_size
     total = 0.0
-    for i, kind in enumerate(types):
-        window = getattr(text, "sliding_window", None) if kind == "sliding_attention" else None
-        total += 2 * new * h * (a * d + 2 * g * d) + 2 * new * a * d * h + 4 * a * d * causal_pairs(past, new, window)
-        if experts and i not in dense_only and (i + 1) % sparse_step == 0:
-            total += 6 * new * h * text.moe_intermediate_size * text.num_experts_per_tok + 2 * new * h * experts
-        else:
-            total += 6 * new * h * text.intermediate_size
-    return total + 2 * h * text.vocab_size * logits
+    for n in seq_lens:
+        for i in range(layers):
+            projections, linear, attention = layer_flops(text, i, n)
+            total += projections + linear + attention
+            if i >= lowest:
+                total += (projections if i > lowest else 0) + linear + 2 * attention
+            if i in trainable:
+                total += projections + linear
+        total += head * n * (1 + bool(trainable) + train_lm_head)
+    return total
 
 
 def vision_flops(config: Any, counts: TokenCounts) -> float:

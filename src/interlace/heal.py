@@ -32,6 +32,7 @@ from interlace.config import HealConfig
 from interlace.data.chat import IGNORE_INDEX, collate_groups, encode_for_training
 from interlace.losses import hidden_mse_sum, objective
 
+
 @dataclass
 class HealResult:
     steps: int
@@ -208,6 +209,10 @@ def heal(
     accumulation = config.batch_size // per_step
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers also makes the embedding output require grad, which only reentrant
+        # checkpointing needs; it would run autograd through every frozen layer below the lowest
+        # trainable one and compute their activation gradients for nothing (issue 17).
+        base_model.disable_input_require_grads()
     model.train()
 
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(config.seed)).tolist()
@@ -262,7 +267,10 @@ def heal(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     tokenizer = getattr(processor, "tokenizer", processor)
-    columns = (TextColumn("healing"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"), TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
+    columns = (
+        TextColumn("healing"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"), TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(),
+    )
     try:
         with Progress(*columns, disable=not (progress and accelerator.is_main_process), transient=True) as bar:
             task = bar.add_task("heal", total=steps_total, completed=start_step, loss="-")

@@ -19,6 +19,17 @@ def token_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1, eps=1e-8)
 
 
+def unit_vectors(hidden: torch.Tensor) -> torch.Tensor:
+    """Each token's state scaled to unit length, in fp32: (B, T, C) -> (B, T, C).
+
+    The steps of ``F.cosine_similarity`` (divide by the norm clamped at eps, then multiply and
+    sum), so ``torch.linalg.vecdot(unit_vectors(a), unit_vectors(b))`` is ``token_cosine(a, b)``
+    bit for bit, while each state is normalised once instead of once per pair.
+    """
+    hidden = hidden.float()
+    return hidden / torch.linalg.vector_norm(hidden, dim=-1, keepdim=True).clamp_min(1e-8)
+
+
 def masked_token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-sample mean over tokens where mask is 1: (B, T), (B, T) -> (B,)."""
     mask = mask.to(values.dtype)
@@ -69,8 +80,10 @@ class RedundancyScores:
 class SimilarityAccumulator:
     """Accumulates s_k(i) batch by batch from residual states that arrive in layer order.
 
-    Only the last max(ks) states of the current batch are held, so memory does not grow with the
-    number of layers or samples.
+    Only the last max(ks) states of the current batch are held (as unit vectors), so memory does
+    not grow with the number of layers or samples. Nothing waits for the device inside a batch
+    (issue 17): each state is normalised once, each (state, k) pair is one fused dot product
+    (``linalg.vecdot``), and the per-batch sums reach the host in one copy at ``end_batch``.
     """
 
     def __init__(self, num_layers: int, ks: tuple[int, ...] = (1, 2, 3)):
@@ -82,11 +95,13 @@ class SimilarityAccumulator:
         self.num_samples = 0
         self._window: deque[torch.Tensor] = deque(maxlen=max(self.ks))
         self._mask: torch.Tensor | None = None
+        self._pending: list[tuple[int, int, torch.Tensor]] = []  # (k, start layer, sum over the batch) on the device
         self._next_state = 0
 
     def start_batch(self, mask: torch.Tensor) -> None:
         """Begin a batch; mask (B, T) is 1 on the tokens that count (padding excluded)."""
         self._window.clear()
+        self._pending.clear()
         self._mask = mask
         self._next_state = 0
 
@@ -94,18 +109,25 @@ class SimilarityAccumulator:
         """Feed h_j (B, T, C) for j = 0, 1, ..., L in order."""
         assert self._mask is not None, "call start_batch first"
         j = self._next_state
+        if j == 0:
+            self._mask = self._mask.to(hidden.device, torch.float32)
+        unit = unit_vectors(hidden.detach())
         for back, earlier in enumerate(reversed(self._window), start=1):
             if back in self.sums:
-                per_sample = masked_token_mean(token_cosine(earlier, hidden), self._mask.to(hidden.device))
-                self.sums[back][j - back] += per_sample.sum().item()
-        self._window.append(hidden.detach())
+                per_sample = masked_token_mean(torch.linalg.vecdot(earlier, unit), self._mask)  # (B,)
+                self._pending.append((back, j - back, per_sample.sum()))
+        self._window.append(unit)
         self._next_state += 1
 
     def end_batch(self) -> None:
         if self._next_state != self.num_layers + 1:
             raise RuntimeError(f"expected {self.num_layers + 1} residual states, got {self._next_state}")
+        values = torch.stack([total for _, _, total in self._pending]).tolist()  # the batch's one host sync
+        for (k, start, _), value in zip(self._pending, values):
+            self.sums[k][start] += value
         self.num_samples += int(self._mask.shape[0])
         self._window.clear()
+        self._pending.clear()
         self._mask = None
 
     def result(self, meta: dict | None = None) -> RedundancyScores:
