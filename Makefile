@@ -83,6 +83,7 @@ demo: $(STAMP)
 # The lmms-eval and vLLM end-to-end tests run the real harness and server, so their environments
 # are part of the test setup.
 test: $(STAMP) pydocs $(LMMS_STAMP) $(VLLM_STAMP)
+	$(PY) -m ruff check src tests benchmarks scripts
 	$(PY) -m pytest -q
 
 clean:

@@ -15,10 +15,10 @@ import statistics
 import torch
 
 from interlace.compare import apply_plan
+from interlace.config import EMBEDDED_HEAL
 from interlace.data.vqa import load_split
 from interlace.evaluate import evaluate
 from interlace.heal import HealConfig
-from interlace.config import EMBEDDED_HEAL
 from interlace.select import drop_budget
 from interlace.sweep import Session, ratio_for
 
@@ -56,7 +56,7 @@ def main() -> None:
         print(f"| {ratio} | {loss} | {statistics.mean(values):.4f} | {min(values):.4f}-{max(values):.4f} | {len(values)} |")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump([{"ratio": r, "loss": l, "retentions": v} for (r, l), v in sorted(rows.items())], handle, indent=2)
+            json.dump([{"ratio": r, "loss": loss, "retentions": v} for (r, loss), v in sorted(rows.items())], handle, indent=2)
 
 
 if __name__ == "__main__":

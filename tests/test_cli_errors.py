@@ -408,8 +408,7 @@ def test_negative_seed(tmp_path):
 
 
 def test_resume_with_other_options_is_refused(tmp_path):
-    from interlace.config import resolve_config
-    from interlace.config import config_json
+    from interlace.config import config_json, resolve_config
 
     out = tmp_path / "out"
     saved = resolve_config({}, {"out": out, "ratio": 0.25})

@@ -2,8 +2,7 @@
 
 import pytest
 
-from interlace.config import read_yaml, resolve_config
-from interlace.config import EMBEDDED_HEAL, ConfigError
+from interlace.config import EMBEDDED_HEAL, ConfigError, read_yaml, resolve_config
 
 
 def test_flags_override_yaml_which_overrides_defaults(tmp_path):
@@ -70,8 +69,8 @@ def test_yaml_do_heal_no_unquoted_is_false(tmp_path):
 
 
 def test_the_library_checks_types_too():
-    from interlace.heal import HealConfig
     from interlace.config import PruneConfig
+    from interlace.heal import HealConfig
 
     with pytest.raises(ConfigError, match=r"ratio must be a number, got 'abc'"):
         PruneConfig(ratio="abc")

@@ -11,6 +11,10 @@ import pytest
 import torch
 
 SCRIPT = Path(__file__).parent / "scripts" / "heal_run.py"
+LAUNCH = [
+    sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    "--mixed_precision", "no", "--dynamo_backend", "no",
+]
 
 
 @pytest.mark.slow
@@ -18,7 +22,7 @@ def test_two_process_heal_matches_one_process(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "one.json"), "8"], capture_output=True, text=True, env=env, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch = LAUNCH
     two = subprocess.run([*launch, str(SCRIPT), str(tmp_path / "two.json"), "4"], capture_output=True, text=True, env=env, timeout=600)
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
@@ -37,8 +41,11 @@ def test_two_process_heal_matches_one_process(tmp_path):
 @pytest.mark.slow
 def test_prune_under_accelerate_launch_writes_one_verified_checkpoint(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    args = ["-m", "interlace", "prune", "--no-eval", "--train-samples", "64", "--calib-samples", "24", "--batch-size", "16", "--micro-batch-size", "4", "--out", str(tmp_path / "out"), "--threads", "1"]
+    launch = LAUNCH
+    args = [
+        "-m", "interlace", "prune", "--no-eval", "--train-samples", "64", "--calib-samples", "24", "--batch-size", "16",
+        "--micro-batch-size", "4", "--out", str(tmp_path / "out"), "--threads", "1",
+    ]
     result = subprocess.run([*launch, *args], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert result.stdout.count("saved and verified") == 1

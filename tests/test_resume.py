@@ -25,7 +25,8 @@ ARGS = ["--no-eval", "--train-samples", "384", "--calib-samples", "24", "--batch
 
 def prune_process(out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "interlace", "prune", "--out", str(out), *ARGS, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    command = [sys.executable, "-m", "interlace", "prune", "--out", str(out), *ARGS, *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 @pytest.mark.slow

@@ -144,8 +144,9 @@ def test_verify_catches_stale_num_hidden_layers(tmp_path):
 
 
 def test_verify_builds_image_text_input_from_saved_processor(tmp_path):
-    from interlace.embedded.build import build_config, build_processor
     from transformers import LlavaForConditionalGeneration
+
+    from interlace.embedded.build import build_config, build_processor
 
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(build_config(hidden_size=64, num_layers=4, vision_hidden_size=32)).eval()

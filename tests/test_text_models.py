@@ -55,7 +55,11 @@ SPECIALS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
 ROWS = [
     {"images": [], "texts": [{"user": "what is the capital of france", "assistant": "paris"}], "source": "geo"},
     {"images": [], "texts": [{"user": "what is the capital of italy", "assistant": "rome"}], "source": "geo"},
-    {"images": [], "texts": [{"user": "what is the capital of germany", "assistant": "berlin"}, {"user": "a big city", "assistant": "it is a big city"}], "source": "geo"},
+    {
+        "images": [],
+        "texts": [{"user": "what is the capital of germany", "assistant": "berlin"}, {"user": "a big city", "assistant": "it is a big city"}],
+        "source": "geo",
+    },
     {"images": [], "texts": [{"user": "is paris a city", "assistant": "paris is a big city"}], "source": "geo"},
 ]
 
@@ -152,7 +156,10 @@ def test_scores_heal_and_generate_on_a_text_model(tmp_path, family, template):
 
 def _vlm_mix():
     with_images = vqa.load_split("calib", 2, ("count", "digit_sum"))
-    text_only = [{**s, "images": [], "texts": [{"user": s["texts"][0]["user"].split("?")[0] + " ?", "assistant": s["texts"][0]["assistant"]}]} for s in vqa.load_split("calib", 2, ("count", "compare"))]
+    text_only = [
+        {**s, "images": [], "texts": [{"user": s["texts"][0]["user"].split("?")[0] + " ?", "assistant": s["texts"][0]["assistant"]}]}
+        for s in vqa.load_split("calib", 2, ("count", "compare"))
+    ]
     return with_images, text_only
 
 

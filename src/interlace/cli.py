@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -145,7 +144,7 @@ def eval_command(
     """Evaluate a model on the built-in held-out visual-QA suite (greedy, exact match), or through lmms-eval."""
     from interlace.data import vqa
     from interlace.evaluate import evaluate
-    from interlace.loading import ModelNotFoundError, is_vision_language, load_model, resolve
+    from interlace.loading import ModelNotFoundError, is_vision_language, load_model
 
     _threads(threads)
     if n_per_task is not None and not 1 <= n_per_task <= vqa.TEST_RESERVE:
@@ -182,10 +181,9 @@ def _stage_log(message: str) -> None:
     console.print(message, highlight=False)
 
 
-def _run_prune(config) -> "PruneReport":  # noqa: F821
-    from interlace.pipeline import prune
-
+def _run_prune(config) -> PruneReport:  # noqa: F821
     from interlace.heal import HealInterrupted, NonFiniteLossError
+    from interlace.pipeline import prune
     from interlace.verify import VerificationError
 
     try:
@@ -194,10 +192,10 @@ def _run_prune(config) -> "PruneReport":  # noqa: F821
         fail(_one_line(error))
     except HealInterrupted as error:
         console.print(f"[bold yellow]interrupted:[/] {_one_line(error)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     except KeyboardInterrupt as error:  # outside healing, which saves and raises HealInterrupted
         console.print(f"[bold yellow]interrupted:[/] {_one_line(error) or 'before healing started; nothing was kept'}", highlight=False, soft_wrap=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     except (NonFiniteLossError, VerificationError) as error:
         fail(_one_line(error), code=1)
 
@@ -320,8 +318,7 @@ def prune(
     """Score layers, select, cut, heal the survivors, verify, evaluate and save."""
     from click.core import ParameterSource
 
-    from interlace.config import read_yaml, resolve_config
-    from interlace.config import ConfigError
+    from interlace.config import ConfigError, read_yaml, resolve_config
     from interlace.suites import default_data
 
     _threads(threads)
@@ -371,7 +368,8 @@ def compare(
     threads: ThreadsOpt = 1,
 ) -> None:
     """Compare every method with dense and Dense-FT on the same data and budget."""
-    from interlace.compare import CompareConfig, compare as run_compare, parse_methods
+    from interlace.compare import CompareConfig, parse_methods
+    from interlace.compare import compare as run_compare
     from interlace.data.sources import parse_data_spec
     from interlace.loading import ModelNotFoundError, resolve
     from interlace.suites import default_data
@@ -423,7 +421,8 @@ def sweep(
 ) -> None:
     """Prune, heal and evaluate at several ratios from one calibration; draw the curves."""
     from interlace.suites import default_data
-    from interlace.sweep import Session, sweep as run_sweep
+    from interlace.sweep import Session
+    from interlace.sweep import sweep as run_sweep
 
     _threads(threads)
     data = data or default_data(model)

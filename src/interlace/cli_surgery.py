@@ -16,7 +16,6 @@ from rich.table import Table
 from interlace.console import console, fail
 
 
-
 def parse_drop(text: str) -> list[int]:
     """Parse ``--drop 3,7,12`` into ``[3, 7, 12]``.
 

@@ -76,12 +76,12 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
 
     from interlace.analyze import plot_scores
     from interlace.arch import get_arch
+    from interlace.config import default_heal, train_sample_count
     from interlace.data import sources
     from interlace.heal import heal
     from interlace.loading import load_model
     from interlace.methods import get_method
     from interlace.stages import calibrate, pruned_copy, select
-    from interlace.config import default_heal, train_sample_count
     from interlace.suites import suite_for
 
     heal_config = config.heal or default_heal(config.model, config.seed)
@@ -198,7 +198,8 @@ def markdown_table(report: dict) -> str:
     for name, entry in report["methods"].items():
         removed = f"{entry['layers_removed']} layers {entry['dropped']}" if entry["layers_removed"] else "50% of weights (2:4)"
         speed = f"{entry['speedup']:.2f}x" if entry["speedup"] else "-"
-        rows.append([name, removed, "yes" if entry["healed"] else "no", *cells(entry), f"{entry['retention']:.3f}", f"{entry['retention_vs_dense_ft']:.3f}", speed])
+        retentions = [f"{entry['retention']:.3f}", f"{entry['retention_vs_dense_ft']:.3f}"]
+        rows.append([name, removed, "yes" if entry["healed"] else "no", *cells(entry), *retentions, speed])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     title = f"{report['model']}: {report['num_layers']} decoder layers, ratio {report['ratio']}\n\n"

@@ -12,7 +12,6 @@ field's declared type with the key named (issue 16); every problem is reported t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -24,6 +23,7 @@ from typing import Any
 import yaml
 
 from interlace.typecheck import check_value, field_types
+
 
 @dataclass
 class HealConfig:
@@ -155,7 +155,7 @@ def default_heal(model: str | None, seed: int = 0, given: dict[str, Any] | None 
     return HealConfig(**values)
 
 
-def train_sample_count(config: "PruneConfig") -> int | None:
+def train_sample_count(config: PruneConfig) -> int | None:
     """Healing samples: the flag, else 2048 from the endless embedded stream, else all rows."""
     if config.train_samples is not None:
         return config.train_samples
@@ -262,7 +262,8 @@ def validate(config: PruneConfig) -> None:
     if config.calib_samples < 1:
         problems.append(f"--calib-samples must be >= 1, got {config.calib_samples}")
     elif data_kind == "embedded" and config.calib_samples > vqa.CALIB_RESERVE * len(vqa.TASKS):
-        problems.append(f"--calib-samples {config.calib_samples} is more than the {vqa.CALIB_RESERVE * len(vqa.TASKS)} of the embedded calibration split; lower it")
+        reserve = vqa.CALIB_RESERVE * len(vqa.TASKS)
+        problems.append(f"--calib-samples {config.calib_samples} is more than the {reserve} of the embedded calibration split; lower it")
     if config.train_samples is not None and config.train_samples < 1:
         problems.append(f"--train-samples must be >= 1, got {config.train_samples}")
     if config.calib_batch_size < 1:
@@ -344,7 +345,10 @@ def _resume_problems(config: PruneConfig, work: Path) -> list[str]:
     changed = [f"{k} {before.get(k)!r} -> {after[k]!r}" for k in after if k not in RESUME_FREE and before.get(k) != after[k]]
     if not changed:
         return []
-    return [f"--resume: {work} was started with other options ({', '.join(changed)}); rerun with its options, or pass --overwrite instead of --resume to start over"]
+    return [
+        f"--resume: {work} was started with other options ({', '.join(changed)}); "
+        "rerun with its options, or pass --overwrite instead of --resume to start over"
+    ]
 
 
 def check_model(model: str | None) -> tuple[int | None, bool]:

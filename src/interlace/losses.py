@@ -44,7 +44,9 @@ def hidden_mse_sum(student: torch.Tensor, teacher: torch.Tensor, labels: torch.T
     return (student[mask].float() - teacher[mask].float()).pow(2).mean(-1).sum()
 
 
-def objective(kind: str, logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None, alpha: float, temperature: float, top_k: int) -> torch.Tensor:
+def objective(
+    kind: str, logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None, alpha: float, temperature: float, top_k: int
+) -> torch.Tensor:
     """The healing loss (summed): "ce", "kd", or "kd+ce" = (1 - alpha) * ce + alpha * kd."""
     if kind == "ce":
         return ce_sum(logits, labels)

@@ -33,6 +33,7 @@ from interlace.config import (  # noqa: F401 (PruneConfig, ConfigError, validate
 from interlace.heal import HealConfig, HealInterrupted
 from interlace.loading import is_vision_language
 
+
 @dataclass
 class PruneReport:
     out: Path
@@ -216,10 +217,10 @@ def _prune(config: PruneConfig, heal_config: HealConfig, log, state, healing: di
     from interlace.arch import get_arch
     from interlace.data import sources
     from interlace.export import model_card
-    from interlace.suites import suite_for
     from interlace.loading import load_model
     from interlace.plots import plot_curve, plot_plan
     from interlace.stages import apply_plan, calibrate, heal_plan, needs_teacher, select
+    from interlace.suites import suite_for
     from interlace.verify import VerificationError, verify
 
     main = state.is_main_process

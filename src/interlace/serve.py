@@ -26,7 +26,6 @@ import queue
 import statistics
 import struct
 import subprocess
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -207,7 +206,7 @@ class VllmWorker:
         except queue.Empty:
             self._process.kill()
             raise VllmError(f"vLLM did not answer within {self.timeout_s:.0f} s\nlast output:\n"
-                            + "\n".join(self._tail))
+                            + "\n".join(self._tail)) from None
         if answer is None:
             status = self._process.wait()
             raise VllmError(f"the vLLM worker exited with status {status}\nlast output:\n" + "\n".join(self._tail))

@@ -142,7 +142,9 @@ def sweep(session: Session, ratios: list[float], n_per_task: int | None, out: Pa
     return report
 
 
-def search_ratio(session: Session, target_retention: float | None = None, target_speedup: float | None = None, n_per_task: int = 50) -> tuple[float, list[Probe]]:
+def search_ratio(
+    session: Session, target_retention: float | None = None, target_speedup: float | None = None, n_per_task: int = 50
+) -> tuple[float, list[Probe]]:
     """The ratio to prune at for a retention or speedup target.
 
     Retention: binary search over K (retention falls with K) for the largest K whose healed model
