@@ -45,9 +45,8 @@ def _check_inputs(model, methods=(), ratios=(), calib_samples=1, train_samples=N
     """The cheap checks of `prune`'s validation for compare, sweep and eval, all reported at once:
     the model (config and weight headers), each ratio against each method's shape in its depth,
     the sample counts and a report directory that is a file."""
-    from interlace.config import check_model
     from interlace.data import vqa
-    from interlace.loading import ModelNotFoundError
+    from interlace.loading import ModelNotFoundError, check_model
     from interlace.methods import METHODS, budget_problems
 
     problems: list[str] = []

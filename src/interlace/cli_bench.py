@@ -116,8 +116,7 @@ def bench(
 
 def _check_models(*models: str | None) -> None:
     """Config and weight headers of each model (no weights load): a cut-off download fails here."""
-    from interlace.config import check_model
-    from interlace.loading import ModelNotFoundError
+    from interlace.loading import ModelNotFoundError, check_model
 
     problems = []
     for model in models:

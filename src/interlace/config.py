@@ -110,7 +110,7 @@ class HealConfig:
             problems.append(
                 f"batch_size {self.batch_size} must be a multiple of micro_batch_size {self.micro_batch_size} "
                 f"(an optimizer step is whole micro-batches); e.g. micro_batch_size "
-                f"{max(d for d in range(1, self.micro_batch_size + 1) if self.batch_size % d == 0)}"
+                f"{fit_micro_batch(self.batch_size, self.micro_batch_size)}"
             )
         if self.mixed_precision not in ("auto", "bf16", "no"):
             problems.append(f"mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
@@ -234,13 +234,13 @@ def validate(config: PruneConfig) -> None:
         ConfigError: listing every problem found, each with its fix.
     """
     from interlace.data import sources, vqa
-    from interlace.loading import ModelNotFoundError, resolve
+    from interlace.loading import ModelNotFoundError, check_model
     from interlace.methods import METHODS, budget_problems, get_method
 
     problems: list[str] = []
     num_layers, vision = None, True
     try:
-        num_layers, vision = _check_model(resolve(config.model), config.model)
+        num_layers, vision = check_model(config.model)
     except ModelNotFoundError as error:
         problems.append(str(error))
     if config.method not in METHODS:
@@ -349,90 +349,6 @@ def _resume_problems(config: PruneConfig, work: Path) -> list[str]:
         f"--resume: {work} was started with other options ({', '.join(changed)}); "
         "rerun with its options, or pass --overwrite instead of --resume to start over"
     ]
-
-
-def check_model(model: str | None) -> tuple[int | None, bool]:
-    """Resolve a model argument and check it cheaply (config, weight headers; no weights load).
-
-    Returns:
-        The decoder depth L (when the config names it) and whether the model takes images.
-
-    Raises:
-        ModelNotFoundError: a missing path, an unreadable config or weights, remote code, or an
-            unsupported architecture; the message says the fix.
-    """
-    from interlace.loading import resolve
-
-    return _check_model(resolve(model), model)
-
-
-def _check_model(source: str, given: str | None) -> tuple[int | None, bool]:
-    """Read the model's config (cheap, no weights) and check its architecture is supported.
-
-    Returns:
-        The decoder depth L (when the config names it) and whether the model takes images.
-    """
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
-    )
-
-    from interlace.arch import BY_MODEL_TYPE
-    from interlace.loading import ModelNotFoundError
-
-    name = given or source
-    try:  # trust_remote_code=False: refuse auto_map code instead of prompting on stdin
-        model_config = AutoConfig.from_pretrained(source, trust_remote_code=False)
-    except (OSError, ValueError) as error:
-        if "trust_remote_code" in str(error):
-            raise ModelNotFoundError(
-                f"{name} needs its own Python code (auto_map in its config.json); interlace runs no remote code and "
-                "loads only the architectures transformers ships: see `interlace archs`"
-            ) from None
-        raise ModelNotFoundError(f"cannot load the config of {name}: {str(error).splitlines()[0]}") from None
-    model_type = model_config.model_type
-    known = model_type in BY_MODEL_TYPE or model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-    if not known:
-        raise ModelNotFoundError(
-            f"model type {model_type!r} of {given or source} is not a supported decoder; supported: {', '.join(sorted(BY_MODEL_TYPE))}"
-        )
-    if Path(source).is_dir():
-        _check_weights(Path(source), name)
-    depth = getattr(model_config.get_text_config(decoder=True), "num_hidden_layers", None)
-    from interlace.loading import is_vision_language
-
-    return depth, is_vision_language(model_config)
-
-
-def _check_weights(path: Path, name: str) -> None:
-    """A local checkpoint's weight files exist and their safetensors headers read (no tensor is
-    loaded): a truncated download fails here, not with a traceback after minutes of loading."""
-    from safetensors import SafetensorError, safe_open
-
-    from interlace.loading import ModelNotFoundError
-
-    index = path / "model.safetensors.index.json"
-    shards = sorted(path.glob("*.safetensors"))
-    if index.is_file():
-        try:
-            named = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (ValueError, KeyError, AttributeError):
-            raise ModelNotFoundError(f"{index} is not a valid safetensors index (no weight_map); re-download {name}") from None
-        missing = [shard for shard in named if not (path / shard).is_file()]
-        if missing:
-            raise ModelNotFoundError(f"{name} lacks the weight shard(s) {', '.join(missing)} named by {index.name}; re-download it")
-        shards = [path / shard for shard in named]
-    if not shards and not any(path.glob("pytorch_model*.bin")):
-        raise ModelNotFoundError(f"{name} has a config.json but no weights (*.safetensors or pytorch_model*.bin); pass a complete checkpoint")
-    for shard in shards:
-        try:
-            with safe_open(str(shard), "pt"):
-                pass
-        except (SafetensorError, OSError) as error:
-            raise ModelNotFoundError(
-                f"{shard} is not a readable safetensors file ({str(error).splitlines()[0]}), e.g. a cut-off download; re-download or re-save {name}"
-            ) from None
 
 
 def config_json(config: PruneConfig, heal_config: HealConfig) -> dict[str, Any]:

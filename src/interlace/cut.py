@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from transformers import AutoConfig
 
 from interlace.arch import checkpoint_layer_prefix, cut_config, deepstack_count, per_layer_fields, plan_kept
+from interlace.loading import check_weights
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -113,6 +114,8 @@ def cut_checkpoint(src: str | Path, dst: str | Path, drop: Sequence[int], *, dee
 
     Raises:
         FileNotFoundError: ``src`` has no config.json or no safetensors weights.
+        ModelNotFoundError: a weight shard is missing or its header does not cover its tensors
+            (``interlace.loading.check_weights``), e.g. a cut-off download.
         FileExistsError: ``dst`` already exists.
         ValueError: invalid ``drop`` (see ``interlace.arch.plan_kept``).
         UnsupportedModelError: the layer keys or per-layer config fields are not understood.
@@ -130,18 +133,11 @@ def cut_checkpoint(src: str | Path, dst: str | Path, drop: Sequence[int], *, dee
     layer_map = {old: new for new, old in enumerate(kept)}
     feature_map = {old: new for new, old in enumerate(d for d in range(depth) if d in layer_map)}
 
+    check_weights(src, str(src))  # every shard there, each header covering its tensors
     keys: list[str] = []
     for shard in shards:
-        if not (src / shard).is_file():
-            raise FileNotFoundError(f"{src} lacks the weight shard {shard} named by {INDEX_NAME}; re-download it")
-        try:
-            with safe_open(src / shard, framework="pt") as handle:
-                keys += list(handle.keys())
-        except SafetensorError as error:  # the header checks that the file covers every tensor
-            raise ValueError(
-                f"{src / shard} is not a readable safetensors file ({str(error).splitlines()[0]}), "
-                "e.g. a cut-off download; re-download or re-save it"
-            ) from None
+        with safe_open(src / shard, framework="pt") as handle:
+            keys += list(handle.keys())
     prefix = checkpoint_layer_prefix(config, keys)
     cut_config(config, kept)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,80 @@ def load_model(model: str | Path | None = None, dtype: torch.dtype = torch.float
     tokenizer = getattr(processor, "tokenizer", processor)
     tokenizer.padding_side = "left"  # batched greedy generation needs left padding
     return loaded, processor
+
+
+def check_model(model: str | None) -> tuple[int | None, bool]:
+    """Resolve a model argument and check it cheaply (config, weight headers; no weights load).
+
+    Returns:
+        The decoder depth L (when the config names it) and whether the model takes images.
+
+    Raises:
+        ModelNotFoundError: a missing path, an unreadable config or weights, remote code, or an
+            unsupported architecture; the message says the fix.
+    """
+    return _check_model(resolve(model), model)
+
+
+def _check_model(source: str, given: str | None) -> tuple[int | None, bool]:
+    """Read the model's config (cheap, no weights) and check its architecture is supported.
+
+    Returns:
+        The decoder depth L (when the config names it) and whether the model takes images.
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    from interlace.arch import BY_MODEL_TYPE
+
+    name = given or source
+    try:  # trust_remote_code=False: refuse auto_map code instead of prompting on stdin
+        model_config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        if "trust_remote_code" in str(error):
+            raise ModelNotFoundError(
+                f"{name} needs its own Python code (auto_map in its config.json); interlace runs no remote code and "
+                "loads only the architectures transformers ships: see `interlace archs`"
+            ) from None
+        raise ModelNotFoundError(f"cannot load the config of {name}: {str(error).splitlines()[0]}") from None
+    model_type = model_config.model_type
+    known = model_type in BY_MODEL_TYPE or model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    if not known:
+        raise ModelNotFoundError(
+            f"model type {model_type!r} of {given or source} is not a supported decoder; supported: {', '.join(sorted(BY_MODEL_TYPE))}"
+        )
+    if Path(source).is_dir():
+        check_weights(Path(source), name)
+    depth = getattr(model_config.get_text_config(decoder=True), "num_hidden_layers", None)
+    return depth, is_vision_language(model_config)
+
+
+def check_weights(path: Path, name: str) -> None:
+    """A local checkpoint's weight files exist and their safetensors headers read (no tensor is
+    loaded): a truncated download fails here, not with a traceback after minutes of loading."""
+    from safetensors import SafetensorError, safe_open
+
+    index = path / "model.safetensors.index.json"
+    shards = sorted(path.glob("*.safetensors"))
+    if index.is_file():
+        try:
+            named = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, AttributeError):
+            raise ModelNotFoundError(f"{index} is not a valid safetensors index (no weight_map); re-download {name}") from None
+        missing = [shard for shard in named if not (path / shard).is_file()]
+        if missing:
+            raise ModelNotFoundError(f"{name} lacks the weight shard(s) {', '.join(missing)} named by {index.name}; re-download it")
+        shards = [path / shard for shard in named]
+    if not shards and not any(path.glob("pytorch_model*.bin")):
+        raise ModelNotFoundError(f"{name} has a config.json but no weights (*.safetensors or pytorch_model*.bin); pass a complete checkpoint")
+    for shard in shards:
+        try:
+            with safe_open(str(shard), "pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            raise ModelNotFoundError(
+                f"{shard} is not a readable safetensors file ({str(error).splitlines()[0]}), e.g. a cut-off download; re-download or re-save {name}"
+            ) from None
