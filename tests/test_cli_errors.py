@@ -73,6 +73,22 @@ def test_unsupported_architecture(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("via", ["argument", "config"])
+def test_text_model_defaults_to_real_text(tmp_path, via):
+    """A text-only model with no --data gets pydocs, whether named as the argument or in --config
+    (the argument's source once read as 'default', and the run failed on the visual-QA suite)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model_dir = tmp_path / "llama"
+    LlamaForCausalLM(LlamaConfig(num_hidden_layers=4, hidden_size=32, intermediate_size=64, num_attention_heads=2, vocab_size=64)).save_pretrained(model_dir)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {model_dir}\n")
+    given = [str(model_dir)] if via == "argument" else ["--config", str(config)]
+    result = run("prune", *given, "--calib-samples", "0", "--out", str(tmp_path / "out"))
+    assert_clean_failure(result, "--calib-samples must be >= 1")
+    assert "visual-QA" not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     "ratio, needle",
     [("0", "--ratio must be between 0 and 1"), ("-0.5", "--ratio must be between 0 and 1"), ("0.05", "removes no layer"), ("0.6", "lower --ratio")],
