@@ -89,6 +89,14 @@ def test_text_model_defaults_to_real_text(tmp_path, via):
     assert "visual-QA" not in result.stdout + result.stderr
 
 
+def test_model_argument_wins_over_config(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {tmp_path / 'not-this-one'}\n")
+    result = run("prune", str(tmp_path / "this-one"), "--config", str(config), "--out", str(tmp_path / "out"))
+    assert_clean_failure(result, "this-one")
+    assert "not-this-one" not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     "ratio, needle",
     [("0", "--ratio must be between 0 and 1"), ("-0.5", "--ratio must be between 0 and 1"), ("0.05", "removes no layer"), ("0.6", "lower --ratio")],

@@ -327,11 +327,13 @@ def prune(
         for name, value in ctx.params.items()
         if name not in skip and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
     }
+    if model is not None:  # typer reports a positional argument's source as DEFAULT; typed, it wins over --config
+        typed["model"] = model
     try:
         file_values = read_yaml(config) if config else {}
         defaults = {k: v for k, v in ctx.params.items() if k not in skip and k not in typed and v is not None and k not in file_values and k not in (file_values.get("heal") or {})}
         if data is None and "data" not in file_values:  # before validation, which checks it
-            given_model = model if model is not None else file_values.get("model")  # typer reports an argument's source as DEFAULT
+            given_model = typed.get("model", file_values.get("model"))
             defaults["data"] = default_data(given_model if isinstance(given_model, (str, type(None))) else None)
         run_config = resolve_config(file_values, {**defaults, **typed})
     except ConfigError as error:
