@@ -22,8 +22,7 @@ from interlace.analyze import compute_scores
 from interlace.data import vqa
 from interlace.evaluate import evaluate
 from interlace.loading import load_model
-from interlace.methods import select_layers
-from interlace.select import drop_budget
+from interlace.methods import drop_budget, select_layers
 from interlace.surgery import remove_layers
 
 

@@ -19,7 +19,7 @@ from interlace.config import EMBEDDED_HEAL
 from interlace.data.vqa import load_split
 from interlace.evaluate import evaluate
 from interlace.heal import HealConfig
-from interlace.select import drop_budget
+from interlace.methods import drop_budget
 from interlace.sweep import Session, ratio_for
 
 

@@ -43,7 +43,6 @@ import torch
 
 from interlace.analyze import compute_scores
 from interlace.arch import get_arch
-from interlace.baselines.sleb import sleb_order
 from interlace.bench import _memory_probe
 from interlace.data import sources
 from interlace.data.chat import batch_inputs, training_batches
@@ -51,6 +50,7 @@ from interlace.flops import decoder_flops, heal_step_flops
 from interlace.heal import HealConfig, heal
 from interlace.loading import load_model
 from interlace.methods import select_layers
+from interlace.methods.sleb import sleb_order
 from interlace.surgery import remove_layers
 
 KS = (1, 2, 3)

@@ -4,10 +4,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from interlace.baselines.sleb import sleb_order
-from interlace.baselines.sparsity import apply_nm_sparsity, input_norms, magnitude_scores, nm_mask, wanda_scores
 from interlace.data.chat import IGNORE_INDEX
 from interlace.methods import METHODS, get_method, required_ks, select_layers
+from interlace.methods.sleb import sleb_order
+from interlace.methods.sparsity import apply_nm_sparsity, input_norms, magnitude_scores, nm_mask, wanda_scores
 from interlace.scores import RedundancyScores
 from interlace.surgery import identity_hooks
 

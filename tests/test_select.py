@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from interlace.select import Plan, SelectionError, drop_budget, interlace_select
+from interlace.methods import Plan, SelectionError, drop_budget, interlace_select
 
 
 def select(s1, s3, budget, s2=None, **kw):

@@ -17,7 +17,7 @@ def session():
 
 
 def test_ratio_for_hits_exactly_k_layers():
-    from interlace.select import drop_budget
+    from interlace.methods import drop_budget
 
     for layers in (12, 28, 36):
         assert all(drop_budget(ratio_for(k, layers), layers) == k for k in range(1, layers // 2))

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from interlace.select import Plan  # noqa: E402
+from interlace.methods import Plan  # noqa: E402
 
 ROLE_COLOURS = {"dropped": "#d62728", "finetuned": "#2ca02c", "anchor": "#1f77b4", "frozen": "#c7c7c7"}
 

@@ -15,9 +15,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from interlace.heal import HealConfig, HealResult
-from interlace.methods import get_method, required_ks, select_layers
+from interlace.methods import Plan, get_method, required_ks, select_layers
 from interlace.scores import RedundancyScores
-from interlace.select import Plan
 
 
 def score_ks(methods: Iterable[str], ratios: Iterable[float], num_layers: int) -> tuple[int, ...]:

@@ -74,7 +74,7 @@ class Session:
 
     def max_feasible(self) -> int:
         """The largest K the method's rules can select (greedy triplets may run out before L/2)."""
-        from interlace.select import SelectionError
+        from interlace.methods import SelectionError
 
         for k in range((self.num_layers - 1) // 2, 0, -1):
             try:
@@ -127,7 +127,7 @@ class Session:
 
 def sweep(session: Session, ratios: list[float], n_per_task: int | None, out: Path, bench: bool = True) -> dict:
     """Probe each ratio on the held-out test split; write sweep.json, retention.png, speedup.png."""
-    from interlace.select import drop_budget
+    from interlace.methods import drop_budget
 
     ks = sorted({drop_budget(r, session.num_layers) for r in ratios})
     probes = [session.probe(k, n_per_task, "test", bench=bench) for k in ks if k > 0]

@@ -1,88 +1,21 @@
-"""Which layers to drop, finetune and freeze: pure functions over score arrays (SPEC 2.3).
+"""The INTERLACE selection and its triplet-free ablation: pure functions over score arrays (SPEC 2.3).
 
 INTERLACE: sort triplet starts by S3 (descending, ties to the lower index); accept a triplet when
 none of its three layers is assigned yet; drop the one of the first two with the higher S1 (ties
 drop the first), finetune the other, keep the third frozen as the anchor. Stop at K drops. When
 disjoint triplets run out, fall back to pairs ranked by S2 among unassigned layers (same drop
 rule, no anchor). Scores are never recomputed.
+
+INTERLACE-TN, the paper's ablation without triplets: drop the free layer with the highest S1,
+finetune the one after it, no anchor.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
-
 import numpy as np
 
-
-class SelectionError(ValueError):
-    """The budget cannot be met under the selection rules."""
-
-
-@dataclass(frozen=True)
-class Group:
-    """One accepted triplet or pair, in original layer indices."""
-
-    kind: str  # "triplet" or "pair"
-    start: int
-    drop: int
-    finetune: int | None
-    anchor: int | None
-    score: float
-
-
-@dataclass
-class Plan:
-    """What happens to each decoder layer; indices are those of the dense model."""
-
-    method: str
-    num_layers: int
-    dropped: list[int]
-    finetuned: list[int]
-    anchors: list[int]
-    groups: list[Group] = field(default_factory=list)
-    path: str = "triplets"  # "triplets", "triplets+pairs", or a method-specific word
-    log: list[str] = field(default_factory=list)
-
-    @property
-    def kept(self) -> list[int]:
-        return [i for i in range(self.num_layers) if i not in set(self.dropped)]
-
-    @property
-    def frozen(self) -> list[int]:
-        """Kept layers that do not train (anchors included)."""
-        return [i for i in self.kept if i not in set(self.finetuned)]
-
-    @property
-    def finetuned_after_cut(self) -> list[int]:
-        """Positions of the finetuned layers in the pruned model."""
-        kept = self.kept
-        return [kept.index(i) for i in self.finetuned]
-
-    def to_json(self) -> dict:
-        data = asdict(self)
-        data.update(kept=self.kept, frozen=self.frozen, finetuned_after_cut=self.finetuned_after_cut)
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict) -> Plan:
-        fields = {k: data[k] for k in ("method", "num_layers", "dropped", "finetuned", "anchors", "path", "log")}
-        return cls(groups=[Group(**g) for g in data.get("groups", [])], **fields)
-
-
-def drop_budget(ratio: float, num_layers: int) -> int:
-    """K = floor(ratio * L) (Qwen3-VL, L=36: 10/15/20/25% -> 3/5/7/9)."""
-    if not 0 < ratio < 1:
-        raise ValueError(f"ratio must be in (0, 1), got {ratio}")
-    return math.floor(ratio * num_layers + 1e-9)
-
-
-def check_budget(budget: int, num_layers: int) -> None:
-    """Refuse a budget that drops nothing or leaves fewer than 2 of the L layers (every method)."""
-    if budget < 1:
-        raise SelectionError(f"K = floor(ratio x L) = {budget} removes no layer of {num_layers}; raise --ratio")
-    if budget > num_layers - 2:
-        raise SelectionError(f"cannot drop {budget} of {num_layers} layers; keep at least 2 by lowering --ratio")
+from interlace.methods.plan import Group, Plan, SelectionError, check_budget, drop_budget, plan_from_drops
+from interlace.scores import RedundancyScores
 
 
 def _ranked(scores: np.ndarray) -> list[int]:
@@ -171,3 +104,21 @@ def interlace_select(
         path=path,
         log=log,
     )
+
+
+def interlace_tn(scores: RedundancyScores, ratio: float, protected=(), use_final_state=False, **_) -> Plan:
+    """S1 only: drop the most redundant free layer, finetune its successor, no anchor."""
+    s1 = scores.s(1, use_final_state)
+    budget, n = drop_budget(ratio, scores.num_layers), scores.num_layers
+    assigned: set[int] = set()
+    dropped, finetuned = [], []
+    for i in sorted(range(len(s1)), key=lambda i: (-s1[i], i)):
+        if len(dropped) == budget:
+            break
+        if i + 1 < n and not {i, i + 1} & assigned and i not in protected:
+            assigned |= {i, i + 1}
+            dropped.append(i)
+            finetuned.append(i + 1)
+    if len(dropped) < budget:
+        raise SelectionError(f"only {len(dropped)} of {budget} disjoint (drop, next) pairs fit; lower --ratio")
+    return plan_from_drops("interlace-tn", n, dropped, finetuned)

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from interlace.arch import get_arch
+from interlace.methods.plan import Plan
+from interlace.scores import RedundancyScores
 
 
 def nm_mask(scores: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
@@ -113,3 +115,28 @@ def apply_nm_sparsity(model: Any, method: str, norms: dict[str, torch.Tensor] | 
         total += weight.numel()
         zeroed += int((weight == 0).sum())
     return {"linears": len(linears), "zeroed": zeroed / max(1, total)}
+
+
+def sparsity_plan(name: str):
+    """The plan of a sparsity method: no layer removed or healed (``apply_sparsity`` does the work)."""
+
+    def run(scores: RedundancyScores, ratio: float, **_) -> Plan:
+        return Plan(method=name, num_layers=scores.num_layers, dropped=[], finetuned=[], anchors=[], path="2:4")
+
+    return run
+
+
+def apply_sparsity(name: str, model, processor, calib, batch_size: int = 8) -> dict:
+    """Zero 2 of every 4 decoder weights in place (magnitude-2:4 or wanda-2:4)."""
+    from interlace.data.chat import batch_inputs
+
+    norms = None
+    if name == "wanda-2:4":
+        device = next(model.parameters()).device
+        batches = [
+            {k: v.to(device) for k, v in inputs.items()}
+            for i in range(0, len(calib), batch_size)
+            for _, inputs in batch_inputs(processor, calib[i : i + batch_size])
+        ]
+        norms = input_norms(model, batches)
+    return apply_nm_sparsity(model, name.split("-")[0], norms)
