@@ -485,3 +485,10 @@ def test_compare_and_sweep_check_their_inputs_at_once(tmp_path):
     result = run("sweep", "--ratios", "0.1,0.9", "--out", str(tmp_path / "sweep"))
     assert_clean_failure(result, "--ratios value 0.9", "lower --ratio")
     assert not (tmp_path / "sweep").exists()
+
+
+def test_generated_healing_flag_is_validated(tmp_path):
+    """A healing field exposed by the generated flags (not hand-written before) is range-checked."""
+    out = tmp_path / "out"
+    assert_clean_failure(run("prune", "--warmup-ratio", "2", "--out", str(out)), "warmup_ratio", "[0, 1)")
+    assert not out.exists()

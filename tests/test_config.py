@@ -8,7 +8,7 @@ from interlace.config import EMBEDDED_HEAL, ConfigError, read_yaml, resolve_conf
 def test_flags_override_yaml_which_overrides_defaults(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("ratio: 0.3\nmethod: shortgpt\nheal:\n  lr: 0.002\n  method: lora\n  lora_rank: 4\n")
-    config = resolve_config(read_yaml(path), {"ratio": 0.2, "method_heal": "full"})
+    config = resolve_config(read_yaml(path), {"ratio": 0.2, "heal_method": "full"})
     assert config.ratio == 0.2 and config.method == "shortgpt"
     assert config.heal.lr == 0.002 and config.heal.method == "full" and config.heal.lora_rank == 4
     assert config.heal.batch_size == EMBEDDED_HEAL["batch_size"]

@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from interlace import cli_bench, cli_surgery
-from interlace.config import HealConfig, PruneConfig
+from interlace.cli_flags import config_flags
+from interlace.config import PruneConfig
 from interlace.console import console, cpu_cores, fail
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -22,14 +23,11 @@ ModelArg = Annotated[
 ]
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="torch CPU threads (0: torch's default).")]
-DataOpt = Annotated[Optional[str], typer.Option(help="Calibration/healing data: embedded, pydocs (real English text), a local JSONL/Parquet/imagefolder, a Hub dataset, or finevision. Default: embedded, or pydocs for a text-only model.")]
-CalibOpt = Annotated[int, typer.Option(help="Calibration samples (scored once).")]
-TrainOpt = Annotated[Optional[int], typer.Option(help="Healing samples (one epoch); default: 2048 for the embedded suite, else all rows.")]
 EvalNOpt = Annotated[Optional[int], typer.Option(help="Held-out items per task of the built-in suite (default: 500 visual-QA questions; 100 for text models).")]
-SeedOpt = Annotated[int, typer.Option(help="Seed for data order and any randomness.")]
 
-# Each default lives once, in the dataclass (healing flags default to None: the model picks them).
-PRUNE, HEAL = PruneConfig(), HealConfig()
+# The run-config flags compare and sweep share with prune (generated from PruneConfig, as prune's are).
+SHARED = ("data", "calib_samples", "train_samples", "eval_samples_per_task", "seed")
+
 
 def _threads(threads: int) -> None:
     # Checked before torch is imported: a huge thread count crashes the import of its pools.
@@ -42,12 +40,11 @@ def _threads(threads: int) -> None:
 
 
 def _check_inputs(model, methods=(), ratios=(), calib_samples=1, train_samples=None, eval_n=None, report_dir=None, ratio_flag="--ratio") -> None:
-    """The cheap checks of `prune`'s validation for compare, sweep and eval, all reported at once:
-    the model (config and weight headers), each ratio against each method's shape in its depth,
-    the sample counts and a report directory that is a file."""
-    from interlace.data import vqa
+    """The cheap checks of `prune`'s validation (the same functions) for compare, sweep and eval, all
+    reported at once: the model (config and weight headers), each ratio against each method's shape
+    in its depth, the sample counts and a report directory that is a file."""
+    from interlace.config import count_problems, method_problems
     from interlace.loading import ModelNotFoundError, check_model
-    from interlace.methods import METHODS, budget_problems
 
     problems: list[str] = []
     num_layers = None
@@ -55,18 +52,8 @@ def _check_inputs(model, methods=(), ratios=(), calib_samples=1, train_samples=N
         num_layers, _ = check_model(model)
     except ModelNotFoundError as error:
         problems.append(str(error))
-    for name in methods:
-        if name.removesuffix("-ft") not in METHODS:
-            problems.append(f"--method {name!r} is unknown; choose from {', '.join(METHODS)}")
-        elif num_layers and METHODS[name.removesuffix("-ft")].kind == "layers":
-            for ratio in ratios:
-                problems += [p.replace("--ratio", ratio_flag, 1) for p in budget_problems(ratio, name.removesuffix("-ft"), num_layers)]
-    if calib_samples < 1:
-        problems.append(f"--calib-samples must be >= 1, got {calib_samples}")
-    if train_samples is not None and train_samples < 1:
-        problems.append(f"--train-samples must be >= 1, got {train_samples}")
-    if eval_n is not None and not 1 <= eval_n <= vqa.TEST_RESERVE:
-        problems.append(f"--eval-samples-per-task must be in 1..{vqa.TEST_RESERVE}, got {eval_n}")
+    problems += method_problems(list(methods), list(ratios), num_layers, ratio_flag)
+    problems += count_problems(calib_samples, train_samples, eval_n)
     if report_dir is not None and report_dir.exists() and not report_dir.is_dir():
         problems.append(f"--out {report_dir} is a file; pass a directory path")
     if problems:
@@ -280,39 +267,17 @@ def methods() -> None:
 
 
 @app.command()
+@config_flags(heal=None, defaults={"data": None})  # every PruneConfig and HealConfig field; data: resolved from the model
 def prune(
     ctx: typer.Context,
     model: ModelArg = None,
-    out: Annotated[Path, typer.Option("--out", help="Output directory for the pruned checkpoint.")] = PRUNE.out,
-    ratio: Annotated[float, typer.Option(help="Share of decoder layers to remove (K = floor(ratio * L)).")] = PRUNE.ratio,
-    method: Annotated[str, typer.Option(help="Selection method; see `interlace methods`.")] = PRUNE.method,
-    data: DataOpt = None,
-    calib_samples: CalibOpt = PRUNE.calib_samples,
-    train_samples: TrainOpt = None,
-    lr: Annotated[Optional[float], typer.Option(help="Healing learning rate (paper: 1e-5; embedded: 1e-3).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Effective healing batch (paper: 32).")] = None,
-    micro_batch_size: Annotated[Optional[int], typer.Option(help="Samples per forward pass.")] = None,
-    save_every: Annotated[Optional[int], typer.Option(help="Optimizer steps between resumable healing checkpoints.")] = None,
-    loss: Annotated[Optional[str], typer.Option("--heal-loss", help="ce (the paper), kd (distil the dense model) or kd+ce.")] = None,
-    kd_temperature: Annotated[Optional[float], typer.Option(help="Distillation temperature.")] = None,
-    anchor_weight: Annotated[Optional[float], typer.Option(help="Weight of the anchors' hidden-state loss (kd only).")] = None,
-    method_heal: Annotated[Optional[str], typer.Option("--heal-method", help="full (the paper) or lora (peft adapters, merged before saving).")] = None,
-    lora_rank: Annotated[Optional[int], typer.Option(help="LoRA rank for --heal-method lora.")] = None,
-    do_heal: Annotated[bool, typer.Option("--heal/--no-heal", help="Heal the survivor layers.")] = PRUNE.do_heal,
-    train_lm_head: Annotated[bool, typer.Option(help="Also train the lm_head (the paper freezes it).")] = HEAL.train_lm_head,
-    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for activation memory.")] = HEAL.gradient_checkpointing,
-    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate before and after: the visual-QA suite, or held-out real text for a text model.")] = PRUNE.evaluate,
-    eval_samples_per_task: EvalNOpt = PRUNE.eval_samples_per_task,
-    seed: SeedOpt = PRUNE.seed,
-    dtype: Annotated[str, typer.Option(help="Weights dtype: float32, bfloat16, or float16 (with --no-heal only).")] = PRUNE.dtype,
-    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = PRUNE.overwrite,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from <out>.work.")] = PRUNE.resume,
-    push_to_hub: Annotated[Optional[str], typer.Option(help="Upload the verified result to this Hub repo (private).")] = None,
+    *,
     target_retention: Annotated[Optional[float], typer.Option(help="Pick the largest ratio whose healed model keeps this retention (validation split).")] = None,
     target_speedup: Annotated[Optional[float], typer.Option(help="Pick the smallest ratio whose FLOP-bound prefill speedup reaches this.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (flags override it).")] = None,
     json_path: JsonOpt = None,
     threads: ThreadsOpt = 0,
+    **flags,
 ) -> None:
     """Score layers, select, cut, heal the survivors, verify, evaluate and save."""
     from click.core import ParameterSource
@@ -332,7 +297,7 @@ def prune(
     try:
         file_values = read_yaml(config) if config else {}
         defaults = {k: v for k, v in ctx.params.items() if k not in skip and k not in typed and v is not None and k not in file_values and k not in (file_values.get("heal") or {})}
-        if data is None and "data" not in file_values:  # before validation, which checks it
+        if flags["data"] is None and "data" not in file_values:  # before validation, which checks it
             given_model = typed.get("model", file_values.get("model"))
             defaults["data"] = default_data(given_model if isinstance(given_model, (str, type(None))) else None)
         run_config = resolve_config(file_values, {**defaults, **typed})
@@ -351,24 +316,19 @@ def prune(
 
 
 @app.command()
+@config_flags(prune=("ratio", *SHARED), heal=("lr", "batch_size", "micro_batch_size"), defaults={"data": None})
 def compare(
     model: ModelArg = None,
-    ratio: Annotated[float, typer.Option(help="Share of decoder layers to remove.")] = 0.25,
+    *,
     methods: Annotated[str, typer.Option(help="'all' or a comma list; add -ft to heal a training-free baseline.")] = "all",
     out: Annotated[Path, typer.Option("--out", help="Directory for compare.md, compare.png, compare.json.")] = Path("runs/compare"),
-    data: DataOpt = None,
-    calib_samples: CalibOpt = 384,
-    train_samples: TrainOpt = None,
-    eval_samples_per_task: EvalNOpt = None,
     bench: Annotated[bool, typer.Option("--bench/--no-bench", help="Measure prefill speedups.")] = True,
-    lr: Annotated[Optional[float], typer.Option(help="Healing learning rate (paper: 1e-5; embedded: 1e-3).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Effective healing batch (paper: 32).")] = None,
-    micro_batch_size: Annotated[Optional[int], typer.Option(help="Samples per forward pass.")] = None,
-    seed: SeedOpt = 0,
     json_path: JsonOpt = None,
     threads: ThreadsOpt = 1,
+    **flags,
 ) -> None:
     """Compare every method with dense and Dense-FT on the same data and budget."""
+    ratio, data, calib_samples, train_samples, eval_samples_per_task, seed = (flags[k] for k in ("ratio", *SHARED))
     from interlace.compare import CompareConfig, parse_methods
     from interlace.compare import compare as run_compare
     from interlace.data.sources import parse_data_spec
@@ -383,11 +343,9 @@ def compare(
         parse_data_spec(data)
     except (ValueError, ModelNotFoundError) as error:
         fail(str(error))
-    if not 0 < ratio < 1:
-        fail(f"--ratio must be between 0 and 1 (exclusive), got {ratio}")
     _check_inputs(model, names, [ratio], calib_samples, train_samples, eval_samples_per_task, out)
     heal_config = None
-    given = {k: v for k, v in (("lr", lr), ("batch_size", batch_size), ("micro_batch_size", micro_batch_size)) if v is not None}
+    given = {k: flags[k] for k in ("lr", "batch_size", "micro_batch_size") if flags[k] is not None}
     if given:
         from interlace.config import default_heal
 
@@ -406,21 +364,19 @@ def compare(
 
 
 @app.command()
+@config_flags(prune=("method", *SHARED), defaults={"data": None})
 def sweep(
     model: ModelArg = None,
+    *,
     ratios: Annotated[str, typer.Option(help="Comma list of ratios to try.")] = "0.1,0.15,0.2,0.25,0.3,0.35",
-    method: Annotated[str, typer.Option(help="Selection method.")] = "interlace",
-    data: DataOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Directory for sweep.json and the two curves.")] = Path("runs/sweep"),
-    calib_samples: CalibOpt = 384,
-    train_samples: TrainOpt = None,
-    eval_samples_per_task: EvalNOpt = None,
     bench: Annotated[bool, typer.Option("--bench/--no-bench", help="Measure prefill speedups (else the FLOP bound).")] = True,
-    seed: SeedOpt = 0,
     json_path: JsonOpt = None,
     threads: ThreadsOpt = 1,
+    **flags,
 ) -> None:
     """Prune, heal and evaluate at several ratios from one calibration; draw the curves."""
+    method, data, calib_samples, train_samples, eval_samples_per_task, seed = (flags[k] for k in ("method", *SHARED))
     from interlace.suites import default_data
     from interlace.sweep import Session
     from interlace.sweep import sweep as run_sweep
@@ -454,7 +410,6 @@ def demo(
     threads: ThreadsOpt = 1,
 ) -> None:
     """Prune 25% of the embedded model with INTERLACE, heal, and print the before/after table."""
-    from interlace.config import PruneConfig
 
     _threads(threads)
     report = _run_prune(PruneConfig(out=out, ratio=0.25, overwrite=True))

@@ -3,7 +3,8 @@
 
 ``PruneConfig`` is what `interlace prune` runs, ``HealConfig`` its healing; ``validate`` checks a
 run before any weights load; ``default_heal`` is the one place the embedded model's healing
-defaults are applied. The CLI takes its defaults from these dataclasses. This module imports
+defaults are applied. The CLI's flags are generated from these dataclasses (``interlace.cli_flags``;
+a field's help is its line under Attributes). This module imports
 neither torch nor transformers at load time, so the CLI can read it before it sets torch's
 threads. A YAML config holds PruneConfig fields at the top level and HealConfig fields under
 ``heal:``. Unknown keys are rejected with the list of allowed ones, and every value is checked against its
@@ -168,27 +169,29 @@ class PruneConfig:
 
     Attributes:
         model: checkpoint directory or Hub id; None for the embedded model.
-        out: output directory (must not exist or be empty unless overwrite).
+        out: output directory for the pruned checkpoint (must be new or empty, or pass overwrite).
         ratio: share of decoder layers to remove, K = floor(ratio * L).
         method: selection method (see ``interlace methods``).
-        data: data spec for calibration and healing (see ``interlace.data.sources``).
+        data: calibration and healing data: embedded, pydocs (real English text), a local
+            JSONL/Parquet/imagefolder, a Hub dataset, or finevision (``interlace.data.sources``);
+            the CLI's default is embedded, or pydocs for a text-only model.
         calib_samples: calibration samples (prompts only unless calib_with_answers).
-        train_samples: healing samples (one epoch); None takes the data source's default.
+        train_samples: healing samples (one epoch); default: 2048 for the embedded suite, else all rows.
         calib_batch_size: samples per calibration forward.
         calib_with_answers: score whole conversations instead of prompts only.
         use_final_state: let scores use the last layer's output (the paper's code never does).
         heal: healing hyper-parameters; None picks the paper's or, for the embedded model, scaled ones.
-        do_heal: heal the survivors (False gives the "no healing" variant).
+        do_heal: heal the survivor layers (off gives the "no healing" variant).
         evaluate: evaluate before and after: the visual-QA suite (embedded model or data) or,
             for a text-only model, held-out real text (see ``interlace.suites``).
-        eval_samples_per_task: held-out items per task for that evaluation; None: the suite's
-            default (500 visual-QA questions per task, 100 text items).
+        eval_samples_per_task: held-out items per task for that evaluation; default: the suite's
+            (500 visual-QA questions per task, 100 text items).
         deepstack: Qwen3-VL DeepStack handling, "realign" or "protect".
         seed: seeds data order and any randomness.
         overwrite: replace a non-empty output directory.
-        resume: continue from ``<out>.work``.
-        dtype: weights dtype for loading, one of DTYPES ("float16" only without healing).
-        push_to_hub: Hub repo id to upload the verified folder to (private), or None.
+        resume: continue an interrupted run from ``<out>.work``.
+        dtype: weights dtype: float32, bfloat16, or float16 (without healing only).
+        push_to_hub: Hub repo id to upload the verified result to (private).
     """
 
     model: str | None = None
@@ -235,7 +238,7 @@ def validate(config: PruneConfig) -> None:
     """
     from interlace.data import sources, vqa
     from interlace.loading import ModelNotFoundError, check_model
-    from interlace.methods import METHODS, budget_problems, get_method
+    from interlace.methods import METHODS, get_method
 
     problems: list[str] = []
     num_layers, vision = None, True
@@ -243,12 +246,7 @@ def validate(config: PruneConfig) -> None:
         num_layers, vision = check_model(config.model)
     except ModelNotFoundError as error:
         problems.append(str(error))
-    if config.method not in METHODS:
-        problems.append(f"--method {config.method!r} is unknown; choose from {', '.join(METHODS)}")
-    if not 0 < config.ratio < 1:
-        problems.append(f"--ratio must be between 0 and 1 (exclusive), got {config.ratio}")
-    elif num_layers and config.method in METHODS:
-        problems += budget_problems(config.ratio, config.method, num_layers)
+    problems += method_problems([config.method], [config.ratio], num_layers)
     data_kind = None
     try:
         data_kind = sources.parse_data_spec(config.data).kind
@@ -259,17 +257,12 @@ def validate(config: PruneConfig) -> None:
             )
     except ValueError as error:
         problems.append(str(error))
-    if config.calib_samples < 1:
-        problems.append(f"--calib-samples must be >= 1, got {config.calib_samples}")
-    elif data_kind == "embedded" and config.calib_samples > vqa.CALIB_RESERVE * len(vqa.TASKS):
+    problems += count_problems(config.calib_samples, config.train_samples, config.eval_samples_per_task)
+    if config.calib_samples >= 1 and data_kind == "embedded" and config.calib_samples > vqa.CALIB_RESERVE * len(vqa.TASKS):
         reserve = vqa.CALIB_RESERVE * len(vqa.TASKS)
         problems.append(f"--calib-samples {config.calib_samples} is more than the {reserve} of the embedded calibration split; lower it")
-    if config.train_samples is not None and config.train_samples < 1:
-        problems.append(f"--train-samples must be >= 1, got {config.train_samples}")
     if config.calib_batch_size < 1:
         problems.append(f"calib_batch_size must be >= 1, got {config.calib_batch_size}")
-    if config.eval_samples_per_task is not None and not 1 <= config.eval_samples_per_task <= vqa.TEST_RESERVE:
-        problems.append(f"--eval-samples-per-task must be in 1..{vqa.TEST_RESERVE}, got {config.eval_samples_per_task}")
     if config.seed < 0:
         problems.append(f"--seed must be >= 0, got {config.seed}")
     if config.deepstack not in ("realign", "protect"):
@@ -308,6 +301,36 @@ def validate(config: PruneConfig) -> None:
         problems += _hub_problems(config.push_to_hub)
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def method_problems(methods: list[str], ratios: list[float], num_layers: int | None, ratio_flag: str = "--ratio") -> list[str]:
+    """Unknown methods (a "-ft" suffix allowed), and each ratio out of (0, 1) or, for a method that
+    removes layers, one whose K drops do not fit its shape in ``num_layers`` (when known)."""
+    from interlace.methods import METHODS, budget_problems
+
+    problems = [f"{ratio_flag} must be between 0 and 1 (exclusive), got {r}" for r in ratios if not 0 < r < 1]
+    for name in methods:
+        base = name.removesuffix("-ft")
+        if base not in METHODS:
+            problems.append(f"--method {name!r} is unknown; choose from {', '.join(METHODS)}")
+        elif num_layers and METHODS[base].kind == "layers":
+            for ratio in (r for r in ratios if 0 < r < 1):
+                problems += [p.replace("--ratio", ratio_flag, 1) for p in budget_problems(ratio, base, num_layers)]
+    return problems
+
+
+def count_problems(calib_samples: int, train_samples: int | None, eval_samples_per_task: int | None) -> list[str]:
+    """The sample counts every command takes: calibration, healing, held-out items per task."""
+    from interlace.data import vqa
+
+    problems = []
+    if calib_samples < 1:
+        problems.append(f"--calib-samples must be >= 1, got {calib_samples}")
+    if train_samples is not None and train_samples < 1:
+        problems.append(f"--train-samples must be >= 1, got {train_samples}")
+    if eval_samples_per_task is not None and not 1 <= eval_samples_per_task <= vqa.TEST_RESERVE:
+        problems.append(f"--eval-samples-per-task must be in 1..{vqa.TEST_RESERVE}, got {eval_samples_per_task}")
+    return problems
 
 
 def _hub_problems(repo: str) -> list[str]:
@@ -362,8 +385,10 @@ PRUNE_TYPES = {k: v for k, v in field_types(PruneConfig).items() if k != "heal"}
 HEAL_TYPES = field_types(HealConfig)
 PRUNE_KEYS = set(PRUNE_TYPES)
 HEAL_KEYS = set(HEAL_TYPES)
-# CLI parameters that set a healing field of another name (HealConfig.method vs the selection --method)
-FLAG_TO_HEAL = {"method_heal": "method"}
+# Healing fields whose flag carries a heal- prefix: HealConfig.method beside the selection --method,
+# and --heal-loss for loss. FLAG_TO_HEAL maps such a flag's parameter back to its field.
+HEAL_PARAMS = {"method": "heal_method", "loss": "heal_loss"}
+FLAG_TO_HEAL = {param: name for name, param in HEAL_PARAMS.items()}
 
 
 class _Loader(yaml.SafeLoader):

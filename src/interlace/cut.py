@@ -126,7 +126,7 @@ def cut_checkpoint(src: str | Path, dst: str | Path, drop: Sequence[int], *, dee
     if dst.exists():
         raise FileExistsError(f"{dst} already exists; choose a new output directory or delete it first")
     shards, index = _shards(src)
-    config = AutoConfig.from_pretrained(src)
+    config = AutoConfig.from_pretrained(src, trust_remote_code=False)  # refuse auto_map code, never prompt
     per_layer_fields(config.model_type, config.get_text_config(decoder=True))
     kept = plan_kept(config, drop, deepstack=deepstack)
     depth = deepstack_count(config)

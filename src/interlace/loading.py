@@ -65,7 +65,7 @@ def load_model(model: str | Path | None = None, dtype: torch.dtype = torch.float
 
     source = resolve(model)
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     except OSError as error:
         raise ModelNotFoundError(f"cannot load {model}: {str(error).splitlines()[0]}") from None
     auto = AutoModelForImageTextToText if is_vision_language(config) else AutoModelForCausalLM

@@ -81,7 +81,7 @@ def default_data(model: str | None) -> str:
     if model in (None, "embedded"):
         return "embedded"
     try:
-        config = AutoConfig.from_pretrained(resolve(model))
+        config = AutoConfig.from_pretrained(resolve(model), trust_remote_code=False)  # never prompt: validation refuses such models
     except (OSError, ValueError):
         return "embedded"  # the model's own error is reported by validation
     return "embedded" if is_vision_language(config) else realtext.NAME

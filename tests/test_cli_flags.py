@@ -1,0 +1,55 @@
+"""The run-config flags are generated from PruneConfig and HealConfig (issue 19, item 2): each field
+is a flag with the dataclass's default and its docstring line as help, so nothing repeats them."""
+
+import dataclasses
+
+import pytest
+import typer
+
+from interlace.cli import app
+from interlace.cli_flags import attribute_docs
+from interlace.config import EMBEDDED_HEAL, HEAL_PARAMS, HealConfig, PruneConfig
+
+
+def options(command: str) -> dict:
+    group = typer.main.get_command(app)
+    return {p.name: p for p in group.commands[command].params if p.param_type_name == "option"}  # typer vendors its own click
+
+
+@pytest.mark.parametrize("config", [PruneConfig, HealConfig])
+def test_every_field_is_documented(config):
+    assert set(attribute_docs(config)) == {f.name for f in dataclasses.fields(config)}
+
+
+def test_prune_has_a_flag_for_every_field_with_its_default():
+    flags = options("prune")
+    for field in dataclasses.fields(PruneConfig):
+        if field.name in ("model", "heal"):  # the argument; the nested healing fields below
+            continue
+        option = flags[field.name]
+        expected = None if field.name == "data" else field.default  # data: resolved from the model
+        assert option.default == expected, field.name
+        assert attribute_docs(PruneConfig)[field.name][1:] in option.help, field.name
+    for field in dataclasses.fields(HealConfig):
+        if field.name == "seed":  # --seed, shared with PruneConfig
+            continue
+        option = flags[HEAL_PARAMS.get(field.name, field.name)]
+        assert option.default is None, field.name  # unset: the paper's or the embedded default
+        assert f"(default: {field.default}" in option.help, field.name
+        if field.name in EMBEDDED_HEAL and EMBEDDED_HEAL[field.name] != field.default:
+            assert f"embedded model: {EMBEDDED_HEAL[field.name]}" in option.help, field.name
+
+
+def test_flag_names_stay_as_documented():
+    flags = {opt for option in options("prune").values() for opt in option.opts + option.secondary_opts}
+    for flag in ("--out", "--ratio", "--heal-method", "--heal-loss", "--no-heal", "--no-eval", "--lr", "--train-lm-head", "--save-every", "--push-to-hub"):
+        assert flag in flags, flag
+
+
+def test_compare_and_sweep_share_the_defaults():
+    for command in ("compare", "sweep"):
+        flags = options(command)
+        for name in ("calib_samples", "seed"):
+            assert flags[name].default == getattr(PruneConfig(), name), (command, name)
+    assert options("compare")["ratio"].default == PruneConfig().ratio
+    assert options("sweep")["method"].default == PruneConfig().method
