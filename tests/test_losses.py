@@ -84,3 +84,16 @@ def test_lora_healing_keeps_train_lm_head():
     config = HealConfig(lr=1e-2, batch_size=8, micro_batch_size=8, method="lora", lora_rank=4, train_lm_head=True)
     heal(model, processor, samples, [3], config, progress=False)
     assert not torch.equal(head, model.get_output_embeddings().weight)
+
+
+def test_lora_healing_depends_only_on_the_seed():
+    # The adapters were initialised from the caller's RNG state, before heal() seeded it.
+    samples = vqa.load_split("calib", 8)[:16]
+    config = HealConfig(lr=1e-2, batch_size=8, micro_batch_size=8, method="lora", lora_rank=4, seed=3)
+    healed = []
+    for caller_seed in (0, 1):
+        torch.manual_seed(caller_seed)
+        model, processor = load_model(None)
+        heal(model, processor, samples, [3], config, progress=False)
+        healed.append({n: p.detach().clone() for n, p in model.named_parameters() if ".layers.3." in n})
+    assert all(torch.equal(healed[0][n], healed[1][n]) for n in healed[0])
