@@ -119,6 +119,51 @@ def test_sleb_order_is_the_brute_force_greedy_order_with_padding_and_protected_l
     assert removed == expected
 
 
+def test_sleb_goes_on_from_its_saved_steps_with_the_uninterrupted_result(tmp_path, monkeypatch):
+    """A long SLEB run saves every finished removal step; a rerun on the same inputs takes them as
+    done and ends where an uninterrupted run ends. A state for other inputs, or a damaged one, is
+    ignored."""
+    import json
+
+    from interlace.methods import sleb as sleb_module
+
+    model = tiny_llama(7)
+    batches = [_self_labelled_batch(model, s) for s in range(2)]
+    fresh = sleb_order(model, batches, budget=4, progress=False)
+    state = tmp_path / "select_state.json"
+
+    # Ctrl-C in the middle of step 3: the two finished steps are on disk, the third is not
+    real_loss_sum, calls = sleb_module._loss_sum, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > (7 + 6) * len(batches) + 3:
+            raise KeyboardInterrupt
+        return real_loss_sum(*args, **kwargs)
+
+    monkeypatch.setattr(sleb_module, "_loss_sum", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sleb_order(model, batches, budget=4, progress=False, state=state)
+    monkeypatch.setattr(sleb_module, "_loss_sum", real_loss_sum)
+    assert json.loads(state.read_text())["removed"] == fresh[0][:2]
+    assert sleb_order(model, batches, budget=4, progress=False, state=state) == fresh
+
+    # the saved steps are used, not recomputed: a state that says another layer went first wins
+    saved = json.loads(state.read_text())
+    other = next(j for j in range(7) if j not in fresh[0])
+    saved.update(removed=[other], history=[saved["history"][0]])
+    state.write_text(json.dumps(saved))
+    assert sleb_order(model, batches, budget=2, progress=False, state=state)[0][0] == other
+
+    # other batches, or an unreadable file: start over
+    changed = [dict(b) for b in batches]
+    changed[1]["labels"] = changed[1]["labels"].clone()
+    changed[1]["labels"][:, :4] = IGNORE_INDEX
+    assert sleb_order(model, changed, budget=4, progress=False, state=state) == sleb_order(model, changed, budget=4, progress=False)
+    state.write_text("{not json")
+    assert sleb_order(model, batches, budget=4, progress=False, state=state) == fresh
+
+
 def scores_for(s1, extra=None):
     n = len(s1)
     similarity = {1: list(s1), 2: [0.5] * (n - 1), 3: [0.5] * (n - 2)}

@@ -4,6 +4,7 @@ no output directory created or touched (issue 7); types, ranges, environment and
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -350,6 +351,49 @@ def test_ctrl_c_at_a_stage_leaves_what_the_readme_says(tmp_path, module, name, k
     assert not out.exists() and not (tmp_path / "out.tmp").exists()
     assert (tmp_path / "out.work").exists() == kept
     assert (f"{out}.work is kept" in line[0] and "--resume" in line[0]) if kept else "nothing was kept" in line[0]
+
+
+SLEB_INTERRUPT = """
+from pathlib import Path
+
+from interlace.methods import sleb
+
+real = sleb._loss_sum
+
+
+def interrupted(*args, **kwargs):  # Ctrl-C once the first removal step is saved
+    if Path("{state}").exists():
+        raise KeyboardInterrupt
+    return real(*args, **kwargs)
+
+
+sleb._loss_sum = interrupted
+"""
+
+
+def test_ctrl_c_during_sleb_keeps_its_finished_steps_and_resume_ends_as_an_uninterrupted_run(tmp_path):
+    """SLEB's selection is the one long stage before healing (over an hour for SmolLM2 on a CPU
+    core): its finished steps survive Ctrl-C, and --resume goes on from them."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    out = tmp_path / "out"
+    (hook / "sitecustomize.py").write_text(SLEB_INTERRUPT.format(state=f"{out}.work/select_state.json"))
+    args = ["--method", "sleb", "--ratio", "0.25", "--no-heal", "--no-eval", "--calib-samples", "12", "--threads", "1"]
+    result = run("prune", *args, "--out", str(out), pythonpath=hook)
+    output = result.stdout + result.stderr
+    assert result.returncode == 130 and "Traceback" not in output, output
+    line = [line for line in output.splitlines() if line.startswith("interrupted:")]
+    assert len(line) == 1 and f"{out}.work is kept" in line[0] and "1 finished removal step" in line[0], output
+    assert not out.exists() and not (tmp_path / "out.tmp").exists()
+
+    resumed = run("prune", *args, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert re.search(r"1 of \d removal steps taken from the interrupted run", resumed.stdout), resumed.stdout
+    fresh = run("prune", *args, "--out", str(tmp_path / "fresh"))
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    plans = [json.loads((tmp_path / name / "interlace_manifest.json").read_text())["report"]["plan"] for name in ("out", "fresh")]
+    assert plans[0]["dropped"] == plans[1]["dropped"] and len(plans[0]["dropped"]) >= 2
+    assert not (tmp_path / "out.work").exists()
 
 
 def test_a_leftover_work_dir_is_not_silently_reused(tmp_path):

@@ -49,6 +49,7 @@ def test_sigterm_then_resume_gives_the_uninterrupted_weights(tmp_path):
     resumed = prune_process(tmp_path / "b", "--resume")
     resumed_output = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, resumed_output
+    assert "the plan of the interrupted run" in resumed_output  # the selection is not repeated
     assert reference.wait(timeout=300) == 0, reference.communicate()[0]
     a = load_file(tmp_path / "a" / "model.safetensors")
     b = load_file(tmp_path / "b" / "model.safetensors")

@@ -33,6 +33,9 @@ from interlace.config import (  # noqa: F401 (PruneConfig, ConfigError, validate
 from interlace.heal import HealConfig, HealInterrupted
 from interlace.loading import is_vision_language
 
+# In <out>.work: the finished steps of a selection that runs long (SLEB), so an interrupted one goes on.
+SELECT_STATE = "select_state.json"
+
 
 @dataclass
 class PruneReport:
@@ -96,9 +99,10 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
     """Run the whole INTERLACE pipeline and write a verified checkpoint to ``config.out``.
 
     What a failure leaves on disk (README, "Reliability"): bad input, nothing; a failure before
-    healing starts, nothing (a ``--resume`` run leaves ``<out>.work`` as it found it); a failure
-    once healing has started, a resumable ``<out>.work``, which the exception's note names with
-    how to resume or discard it. ``<out>.tmp`` is never left, and ``<out>`` only ever appears
+    healing starts, nothing (a ``--resume`` run leaves ``<out>.work`` as it found it), unless a
+    long selection (SLEB) had finished steps; a failure once healing has started, or such a
+    selection, a resumable ``<out>.work``, which the exception's note names with how to resume or
+    discard it. ``<out>.tmp`` is never left, and ``<out>`` only ever appears
     complete and verified.
 
     Returns:
@@ -124,7 +128,7 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
     except BaseException as error:
         if state.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
-            if healing["started"] and work.exists():
+            if (healing["started"] or (work / SELECT_STATE).is_file()) and work.exists():
                 error.add_note(_resume_note(error, work))
             else:
                 if not config.resume:
@@ -199,13 +203,17 @@ def _lock(work: Path, busy: str) -> int | None:
 
 
 def _resume_note(error: BaseException, work: Path) -> str:
-    """What is in ``<out>.work`` after a failure during or after healing, and what to do with it."""
+    """What is in ``<out>.work`` after a failure during a saved selection, healing or after it, and
+    what to do with it."""
     meta = work / "heal" / "latest" / "meta.json"
     if isinstance(error, HealInterrupted):  # its message already says how to resume
         return f"{work} is kept; pass --overwrite instead of --resume to discard it"
     if meta.exists():
         step = json.loads(meta.read_text())["step"]
         how = f"continue from its checkpoint of step {step} with the saved settings"
+    elif not (work / "plan.json").exists():
+        done = len(json.loads((work / SELECT_STATE).read_text())["removed"])
+        how = f"go on with the layer selection after its {done} finished removal step{'s' * (done != 1)}"
     else:
         how = "reuse its scores and plan (healing restarts; --save-every N keeps checkpoints)"
     return f"{work} is kept: rerun with --resume to {how}, or with --overwrite to start over"
@@ -218,6 +226,7 @@ def _prune(config: PruneConfig, heal_config: HealConfig, log, state, healing: di
     from interlace.data import sources
     from interlace.export import model_card
     from interlace.loading import load_model
+    from interlace.methods import Plan
     from interlace.plots import plot_curve, plot_plan
     from interlace.stages import apply_plan, calibrate, heal_plan, needs_teacher, select
     from interlace.suites import suite_for
@@ -265,12 +274,19 @@ def _prune(config: PruneConfig, heal_config: HealConfig, log, state, healing: di
         scores = load_scores(scores_path)  # every process selects from the same saved scores
 
     with stage("select"):
-        plan = select(
-            config.method, scores, config.ratio, arch, model=model, processor=processor, calib=calib,
-            seed=config.seed, use_final_state=config.use_final_state,
-        )
+        plan_path = work / "plan.json"
+        if config.resume and plan_path.exists():  # a resumed run never repeats a selection (SLEB: an hour on a CPU)
+            plan = Plan.from_json(json.loads(plan_path.read_text()))
+            log(f"  the plan of the interrupted run, from {plan_path}")
+        else:
+            plan = select(
+                config.method, scores, config.ratio, arch, model=model, processor=processor, calib=calib,
+                seed=config.seed, use_final_state=config.use_final_state, state=work / SELECT_STATE if main else None,
+            )
         if main:
-            (work / "plan.json").write_text(json.dumps(plan.to_json(), indent=2))
+            tmp_plan = plan_path.with_suffix(".json.tmp")
+            tmp_plan.write_text(json.dumps(plan.to_json(), indent=2))
+            os.replace(tmp_plan, plan_path)
         for line in plan.log:
             log(f"  {line}")
         log(f"  drop {plan.dropped}, finetune {plan.finetuned}, anchors {plan.anchors}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from interlace.heal import HealConfig, HealResult
@@ -44,11 +45,12 @@ def calibrate(
 
 
 def select(method: str, scores: RedundancyScores, ratio: float, arch: Any, *, model: Any, processor: Any,
-           calib: Sequence[dict], seed: int = 0, use_final_state: bool = False) -> Plan:
-    """The plan of ``method`` at ``ratio``, never touching a layer the architecture protects."""
+           calib: Sequence[dict], seed: int = 0, use_final_state: bool = False, state: Path | None = None) -> Plan:
+    """The plan of ``method`` at ``ratio``, never touching a layer the architecture protects.
+    ``state``: a file where a method that runs long (SLEB) saves its progress and resumes from it."""
     return select_layers(
         method, scores, ratio, protected=arch.protected, use_final_state=use_final_state, seed=seed,
-        model=model, processor=processor, calib=list(calib),
+        model=model, processor=processor, calib=list(calib), state=state,
     )
 
 

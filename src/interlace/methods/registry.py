@@ -34,7 +34,7 @@ class Method:
         heals: which survivors the "-FT" variant trains (or, for methods that heal by
             definition, the method itself).
         select: scores, ratio -> Plan (kwargs: protected, use_final_state, seed, model,
-            processor, calib).
+            processor, calib, state: a file where a long-running method saves its progress).
         ks: the s_k window sizes its scores need at any ratio.
         block_k: it also needs s_K for K = floor(ratio x L), a block of K layers (angular,
             consecutive-sk).
@@ -139,7 +139,7 @@ def budget_problems(ratio: float, name: str, num_layers: int) -> list[str]:
 
 
 def select_layers(name: str, scores: RedundancyScores, ratio: float, **kwargs) -> Plan:
-    """Run a registered method on scores; kwargs: protected, use_final_state, seed, model, processor, calib.
+    """Run a registered method on scores; kwargs: protected, use_final_state, seed, model, processor, calib, state.
 
     Raises:
         SelectionError: K = floor(ratio x L) is 0 or leaves fewer than 2 layers, or the method's
