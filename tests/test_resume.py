@@ -85,3 +85,20 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
     assert state["step"] == 3
     assert all(torch.isfinite(v).all() for v in state["trainable"].values())
     assert not (tmp_path / "heal" / "latest.tmp").exists()
+
+
+def test_a_kill_while_run_state_is_written_leaves_the_previous_file(tmp_path, monkeypatch):
+    """scores.json, plan.json, dense_eval.json and SLEB's state go through write_atomic: a kill
+    between writing and renaming leaves the last complete file for --resume, never a torn one."""
+    from interlace import files
+
+    target = tmp_path / "scores.json"
+    files.write_atomic(target, '{"step": 1}')
+
+    def killed(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        files.write_atomic(target, '{"step": 2, "half')
+    assert json.loads(target.read_text()) == {"step": 1}

@@ -18,6 +18,7 @@ from rich.progress import Progress
 
 from interlace.arch import get_arch
 from interlace.data.chat import batch_inputs
+from interlace.files import write_atomic
 from interlace.scores import RedundancyScores, SimilarityAccumulator
 
 
@@ -89,7 +90,7 @@ def compute_scores(
 
 
 def save_scores(scores: RedundancyScores, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(scores.to_json(), indent=2) + "\n")
+    write_atomic(path, json.dumps(scores.to_json(), indent=2) + "\n")
 
 
 def load_scores(path: str | Path) -> RedundancyScores:

@@ -30,6 +30,7 @@ from interlace.config import (  # noqa: F401 (PruneConfig, ConfigError, validate
     train_sample_count,
     validate,
 )
+from interlace.files import write_atomic
 from interlace.heal import HealConfig, HealInterrupted
 from interlace.loading import is_vision_language
 
@@ -257,7 +258,7 @@ def _prune(config: PruneConfig, heal_config: HealConfig, log, state, healing: di
                 dense = json.loads(cached.read_text())
             else:
                 dense = suite.evaluate(model, processor, config.eval_samples_per_task, description="dense model")
-                cached.write_text(json.dumps(dense))
+                write_atomic(cached, json.dumps(dense))
             log(f"  dense: {suite.headline(dense)}")
     if main and not is_vision_language(model.config):
         answers["dense"] = chat_answers(model, processor)
@@ -284,9 +285,7 @@ def _prune(config: PruneConfig, heal_config: HealConfig, log, state, healing: di
                 seed=config.seed, use_final_state=config.use_final_state, state=work / SELECT_STATE if main else None,
             )
         if main:
-            tmp_plan = plan_path.with_suffix(".json.tmp")
-            tmp_plan.write_text(json.dumps(plan.to_json(), indent=2))
-            os.replace(tmp_plan, plan_path)
+            write_atomic(plan_path, json.dumps(plan.to_json(), indent=2))
         for line in plan.log:
             log(f"  {line}")
         log(f"  drop {plan.dropped}, finetune {plan.finetuned}, anchors {plan.anchors}")

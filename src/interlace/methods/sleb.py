@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from interlace.arch import get_arch
 from interlace.data.chat import IGNORE_INDEX
+from interlace.files import write_atomic
 from interlace.methods.plan import Plan, drop_budget, plan_from_drops
 from interlace.scores import RedundancyScores
 from interlace.surgery import identity_hooks
@@ -120,9 +120,7 @@ def _load_state(state: Path | None, inputs: str) -> tuple[list[int], list[dict[i
 
 def _save_state(state: Path, inputs: str, removed: list[int], history: list[dict[int, float]]) -> None:
     """Write the finished steps atomically: a kill mid-write leaves the previous state."""
-    tmp = state.with_name(state.name + ".tmp")
-    tmp.write_text(json.dumps({"inputs": inputs, "removed": removed, "history": history}))
-    os.replace(tmp, state)
+    write_atomic(state, json.dumps({"inputs": inputs, "removed": removed, "history": history}))
 
 
 @torch.no_grad()
