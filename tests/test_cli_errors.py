@@ -389,6 +389,9 @@ def test_ctrl_c_during_sleb_keeps_its_finished_steps_and_resume_ends_as_an_unint
     resumed = run("prune", *args, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert re.search(r"1 of \d removal steps taken from the interrupted run", resumed.stdout), resumed.stdout
+    # stdout is a pipe, where the bar cannot redraw: each step the resumed run took prints a line
+    steps = re.findall(r"SLEB removal (\d)/(\d): layer \d+ \(loss [\d.]+\) in \d+s", resumed.stdout + resumed.stderr)
+    assert [int(k) for k, _ in steps] == list(range(2, int(steps[0][1]) + 1)), resumed.stdout + resumed.stderr
     fresh = run("prune", *args, "--out", str(tmp_path / "fresh"))
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     plans = [json.loads((tmp_path / name / "interlace_manifest.json").read_text())["report"]["plan"] for name in ("out", "fresh")]

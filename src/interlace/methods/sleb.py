@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,7 @@ def sleb_order(
         task = bar.add_task("SLEB", total=sum(trials), completed=sum(trials[: len(removed)]))
         for step in range(len(removed), budget):
             bar.update(task, description=f"SLEB removal {step + 1}/{budget}")
+            started = time.perf_counter()
             candidates = [j for j in free if j not in removed]
             totals = dict.fromkeys(candidates, 0.0)
             tokens = 0
@@ -174,6 +176,8 @@ def sleb_order(
             history.append(scores)
             if state is not None:
                 _save_state(state, inputs, removed, history)
+            if progress:  # a line per step, also where the bar cannot redraw (a log file, CI)
+                bar.print(f"  SLEB removal {step + 1}/{budget}: layer {best} (loss {scores[best]:.4f}) in {time.perf_counter() - started:.0f}s")
     return removed, history
 
 
