@@ -23,14 +23,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
-import torch.nn.functional as F
 
 from interlace.analyze import compute_scores
 from interlace.arch import get_arch
 from interlace.data import sources
-from interlace.data.chat import IGNORE_INDEX, training_batches
+from interlace.data.chat import training_batches
 from interlace.flops import heal_step_flops
+from interlace.heal import set_trainable
 from interlace.loading import load_model
+from interlace.losses import ce_sum
 from interlace.methods import select_layers
 from interlace.surgery import remove_layers
 
@@ -45,7 +46,7 @@ def timed_step(model, batches, optimizer) -> dict[str, float]:
         targets = batch.pop("labels")[:, 1:]
         start = time.perf_counter()
         logits = model(**batch).logits[:, :-1]
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+        loss = ce_sum(logits, targets)
         seconds["forward"] += time.perf_counter() - start
         start = time.perf_counter()
         loss.backward()
@@ -77,13 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     sets = {"survivors": plan.finetuned_after_cut, "all_layers": list(range(len(layers)))}
     batches = training_batches(processor, calib[: args.steps * args.batch_size], args.batch_size)
 
-    rounds = []
+    rounds, trainable_params = [], {}
     for r in range(args.rounds + 1):
         row = {}
         for name, trainable in (sets.items() if r % 2 == 0 else reversed(sets.items())):
-            model.requires_grad_(False)
-            for i in trainable:
-                layers[i].requires_grad_(True)
+            trainable_params[name] = set_trainable(model, trainable)
             optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
             steps = [timed_step(model, batches, optimizer) for _ in range(args.steps)]
             row[name] = {phase: sum(s[phase] for s in steps) for phase in PHASES}
@@ -98,10 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     bound = {name: sum(heal_step_flops(text, [t] * b, trainable) for b, t in shapes) for name, trainable in sets.items()}
     print(f"{args.model}: dropped {plan.dropped}; survivors {sets['survivors']} of {len(layers)} layers; "
           f"{args.steps} steps of {args.batch_size}, {args.rounds} rounds, 1 torch thread")
-    for name, trainable in sets.items():
-        params = sum(p.numel() for i in trainable for p in layers[i].parameters()) / 1e6
+    for name in sets:
         median = {phase: statistics.median(row[name][phase] for row in rounds) for phase in PHASES}
-        print(f"{name:10s} {params:6.1f}M trainable  " + "  ".join(f"{p} {median[p]:.2f}s" for p in PHASES))
+        print(f"{name:10s} {trainable_params[name] / 1e6:6.1f}M trainable  " + "  ".join(f"{p} {median[p]:.2f}s" for p in PHASES))
     print(f"survivors / all layers: forward {ratio(lambda s: s['forward']):.3f} (FLOP bound 1.000), "
           f"backward {ratio(lambda s: s['backward']):.3f}, optimizer {ratio(lambda s: s['optimizer']):.3f}")
     print(f"forward+backward {ratio(lambda s: s['forward'] + s['backward']):.3f}, whole step {ratio(lambda s: sum(s.values())):.3f}, "
