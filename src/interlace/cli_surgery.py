@@ -56,20 +56,27 @@ def cut(
     """Cut decoder layers from a saved checkpoint shard by shard, without loading the model."""
     from interlace.arch import UnsupportedModelError
     from interlace.cut import cut_checkpoint
+    from interlace.files import WriteError
+    from interlace.verify import VerificationError, verify
+
+    reports = []  # the copy is verified before it is renamed to dst: a failure leaves nothing
+
+    def check(path: Path) -> None:
+        if verify_output:
+            reports.append(verify(path))
 
     try:
         indices = parse_drop(drop)
-        out = cut_checkpoint(src, dst, indices, deepstack=deepstack)
+        out = cut_checkpoint(src, dst, indices, deepstack=deepstack, check=check)
     except (ValueError, FileNotFoundError, FileExistsError, UnsupportedModelError) as error:
         fail(str(error))
+    except WriteError as error:
+        fail(f"{error}; nothing was written", code=1)
+    except VerificationError as error:
+        fail(f"the cut of {src} failed verification, so {dst} was not written: {error}", code=1)
     console.print(f"wrote {out} without layers {sorted(indices)}")
-    if verify_output:
-        from interlace.verify import VerificationError, verify
-
-        try:
-            report = verify(out)
-        except VerificationError as error:
-            fail(f"{out} was written but failed verification: {error}")
+    if reports:
+        report = reports[0]
         console.print(
             f"verified: {report.model_class} reloads with {report.num_layers} layers "
             f"(original {report.kept_layers}); cached == uncached generation ({report.generation_note})"

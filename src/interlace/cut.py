@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import struct
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
-from transformers import AutoConfig
 
 from interlace.arch import checkpoint_layer_prefix, cut_config, deepstack_count, per_layer_fields, plan_kept
-from interlace.loading import check_weights
+from interlace.files import writing
+from interlace.loading import check_model, read_config
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -97,7 +99,9 @@ def _shards(src: Path) -> tuple[list[str], dict | None]:
     )
 
 
-def cut_checkpoint(src: str | Path, dst: str | Path, drop: Sequence[int], *, deepstack: str = "realign") -> Path:
+def cut_checkpoint(
+    src: str | Path, dst: str | Path, drop: Sequence[int], *, deepstack: str = "realign", check: Callable[[Path], Any] | None = None
+) -> Path:
     """Write a copy of checkpoint ``src`` without decoder layers ``drop`` to ``dst``.
 
     Gives the same config and weights as loading ``src``, calling ``remove_layers(model, drop)``
@@ -108,17 +112,20 @@ def cut_checkpoint(src: str | Path, dst: str | Path, drop: Sequence[int], *, dee
         dst: output directory; must not exist yet.
         drop: decoder layer indices to remove (numbering of ``src``).
         deepstack: Qwen3-VL policy, as in ``remove_layers``: ``"realign"`` or ``"protect"``.
+        check: called on the finished copy before it is renamed to ``dst`` (``interlace.verify.verify``
+            in `interlace cut`); when it raises, nothing is left.
 
     Returns:
         ``dst`` as a Path.
 
     Raises:
         FileNotFoundError: ``src`` has no config.json or no safetensors weights.
-        ModelNotFoundError: a weight shard is missing or its header does not cover its tensors
-            (``interlace.loading.check_weights``), e.g. a cut-off download.
+        ModelNotFoundError: an unreadable config, a weight shard missing or cut off, or tensors,
+            JSON files or a tokenizer that disagree with the config (``interlace.loading.check_model``).
         FileExistsError: ``dst`` already exists.
         ValueError: invalid ``drop`` (see ``interlace.arch.plan_kept``).
         UnsupportedModelError: the layer keys or per-layer config fields are not understood.
+        WriteError: ``dst``'s disk is full or its directory read-only; nothing is left.
     """
     src, dst = Path(src), Path(dst)
     if not (src / "config.json").is_file():
@@ -126,14 +133,14 @@ def cut_checkpoint(src: str | Path, dst: str | Path, drop: Sequence[int], *, dee
     if dst.exists():
         raise FileExistsError(f"{dst} already exists; choose a new output directory or delete it first")
     shards, index = _shards(src)
-    config = AutoConfig.from_pretrained(src, trust_remote_code=False)  # refuse auto_map code, never prompt
+    config = read_config(src)  # trust_remote_code=False: refuses auto_map code, never prompts
     per_layer_fields(config.model_type, config.get_text_config(decoder=True))
     kept = plan_kept(config, drop, deepstack=deepstack)
     depth = deepstack_count(config)
     layer_map = {old: new for new, old in enumerate(kept)}
     feature_map = {old: new for new, old in enumerate(d for d in range(depth) if d in layer_map)}
 
-    check_weights(src, str(src))  # every shard there, each header covering its tensors
+    check_model(str(src))  # every shard there and readable, its tensors the ones the config needs
     keys: list[str] = []
     for shard in shards:
         with safe_open(src / shard, framework="pt") as handle:
@@ -141,27 +148,50 @@ def cut_checkpoint(src: str | Path, dst: str | Path, drop: Sequence[int], *, dee
     prefix = checkpoint_layer_prefix(config, keys)
     cut_config(config, kept)
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+    made = next((p for p in reversed(dst.absolute().parents) if not p.exists()), None)
+    tmp = None
     try:
-        weight_map: dict[str, str] = {}
-        total = 0
-        for shard in shards:
-            with safe_open(src / shard, framework="pt") as handle:
-                plan = [(k, new) for k in handle.keys() if (new := rename_key(k, prefix, layer_map, feature_map))]
-                if plan:  # a shard that held only removed layers is simply not written
-                    total += _write_streaming(tmp / shard, handle, plan, handle.metadata())
-                    weight_map.update({new: shard for _, new in plan})
-        if index is not None:
-            metadata = {**index.get("metadata", {}), "total_size": total}
-            index = {"metadata": metadata, "weight_map": dict(sorted(weight_map.items()))}
-            (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
-        for path in src.iterdir():
-            if path.is_file() and path.suffix not in _WEIGHT_SUFFIXES and path.name not in (INDEX_NAME, "config.json"):
-                shutil.copy2(path, tmp / path.name)
-        config.save_pretrained(tmp)
+        with writing(str(dst), "pass a destination on another disk"):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+            # mkdtemp makes the directory 0700 (private by design); the result is an ordinary output
+            # folder, so give it the mode mkdir would (0777 less the umask), as `prune` writes.
+            tmp.chmod(0o777 & ~_umask())
+            _write_copy(src, tmp, shards, index, lambda key: rename_key(key, prefix, layer_map, feature_map))
+            config.save_pretrained(tmp)
+        if check is not None:
+            check(tmp)
         tmp.rename(dst)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if made is not None:  # directories this call created for dst: nothing of it is left
+            shutil.rmtree(made, ignore_errors=True)
         raise
     return dst
+
+
+def _write_copy(src: Path, tmp: Path, shards: list[str], index: dict | None, rename: Callable[[str], str | None]) -> None:
+    """Write the cut weights (and index) and copy the other non-weight files of ``src`` into ``tmp``."""
+    weight_map: dict[str, str] = {}
+    total = 0
+    for shard in shards:
+        with safe_open(src / shard, framework="pt") as handle:
+            plan = [(k, new) for k in handle.keys() if (new := rename(k))]
+            if plan:  # a shard that held only removed layers is simply not written
+                total += _write_streaming(tmp / shard, handle, plan, handle.metadata())
+                weight_map.update({new: shard for _, new in plan})
+    if index is not None:
+        metadata = {**index.get("metadata", {}), "total_size": total}
+        index = {"metadata": metadata, "weight_map": dict(sorted(weight_map.items()))}
+        (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+    for path in src.iterdir():
+        if path.is_file() and path.suffix not in _WEIGHT_SUFFIXES and path.name not in (INDEX_NAME, "config.json"):
+            shutil.copy2(path, tmp / path.name)
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it: put it straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,8 +1,9 @@
 """`interlace prune` as a library call: analyze -> select -> cut -> heal -> verify -> evaluate -> save.
 
 Work in progress (scores, plan, healing checkpoints) lives in ``<out>.work`` so an interrupted run
-resumes without recomputing; the result is assembled in ``<out>.tmp``, verified, and only then
-renamed to ``<out>``, so a directory named ``<out>`` is always complete and loads.
+resumes without recomputing; the result is assembled in ``<out>.work/result``, verified, and only
+then renamed to ``<out>``, so a directory named ``<out>`` is always complete and loads. Which
+directories a run may write and replace is ``interlace.run_dir``'s to say.
 """
 
 from __future__ import annotations
@@ -22,17 +23,21 @@ from typing import Any
 
 import torch
 
+from interlace import heal_state
 from interlace.config import (  # noqa: F401 (PruneConfig, ConfigError, validate: the API's names)
     ConfigError,
     PruneConfig,
     config_json,
     default_heal,
+    lr_note,
     train_sample_count,
     validate,
+    with_model_defaults,
 )
-from interlace.files import write_atomic
+from interlace.files import write_atomic, writing
 from interlace.heal import HealConfig, HealInterrupted
 from interlace.loading import is_vision_language
+from interlace.run_dir import replace_dir, run_dirs, run_id, seal, sealed
 
 # In <out>.work: the finished steps of a selection that runs long (SLEB), so an interrupted one goes on.
 SELECT_STATE = "select_state.json"
@@ -103,15 +108,21 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
     healing starts, nothing (a ``--resume`` run leaves ``<out>.work`` as it found it), unless a
     long selection (SLEB) had finished steps; a failure once healing has started, or such a
     selection, a resumable ``<out>.work``, which the exception's note names with how to resume or
-    discard it. ``<out>.tmp`` is never left, and ``<out>`` only ever appears
-    complete and verified.
+    discard it. A half-assembled result (``<out>.work/result``) is never left, and ``<out>`` only
+    ever appears complete and verified.
 
     Returns:
         PruneReport with layers, plan, accuracies (when evaluated), healing curve and wall times.
 
     Raises:
         ConfigError: bad input (from ``validate``), or another run claimed ``<out>.work`` first.
+        WriteError: the disk filled up or turned read-only while a checkpoint or the result was
+            written; what was half-written is removed.
+        TypeError: config is not a PruneConfig.
     """
+    if not isinstance(config, PruneConfig):
+        raise TypeError(f"config must be a PruneConfig (interlace.config), got {type(config).__name__}")
+    config = with_model_defaults(config)  # data None: the model's own kind decides
     from accelerate import PartialState
 
     # Under `accelerate launch` every process runs this function: all of them calibrate-load,
@@ -119,7 +130,8 @@ def prune(config: PruneConfig, log=print) -> PruneReport:
     state = PartialState()
     validate(config)
     state.wait_for_everyone()  # every process validated before the main one creates <out>.work
-    work, tmp = Path(f"{config.out}.work"), Path(f"{config.out}.tmp")
+    dirs = run_dirs(config.out)
+    work, tmp = dirs.work, dirs.result
     heal_config = config.heal or default_heal(config.model, config.seed)
     lock = _claim_work(config, heal_config, work) if state.is_main_process else None
     healing = {"started": False}
@@ -179,12 +191,21 @@ def _claim_work(config: PruneConfig, heal_config: HealConfig, work: Path) -> int
         os.close(held)
     try:
         work.mkdir(parents=True)
+        (work / ".lock").touch()  # even where flock does not exist: it marks the directory as a run's
     except FileExistsError:
         raise ConfigError(busy) from None
     except OSError as error:
         raise ConfigError(f"--out {config.out}: cannot create {work} ({error.strerror}); pass another --out") from None
     lock = _lock(work, busy)
-    (work / "config.json").write_text(json.dumps(config_json(config, heal_config), indent=2))
+    try:
+        with writing(f"the run's state in {work}", "pass an --out on another disk"):
+            write_atomic(work / "config.json", json.dumps(config_json(config, heal_config), indent=2))
+            seal(work, "config.json")  # a --resume checks the config it continues is the one written here
+    except BaseException:
+        if lock is not None:
+            os.close(lock)
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return lock
 
 
@@ -227,20 +248,23 @@ def _prune(config: PruneConfig, heal_config: HealConfig, log, state, healing: di
     from interlace.data import sources
     from interlace.export import model_card
     from interlace.loading import load_model
-    from interlace.methods import Plan
+    from interlace.methods import Plan, get_method
     from interlace.plots import plot_curve, plot_plan
     from interlace.stages import apply_plan, calibrate, heal_plan, needs_teacher, select
     from interlace.suites import suite_for
     from interlace.verify import VerificationError, verify
 
     main = state.is_main_process
-    out, work, tmp = config.out, Path(f"{config.out}.work"), Path(f"{config.out}.tmp")
+    dirs = run_dirs(config.out)  # symbolic links resolved, as validate() checked them
+    out, work, tmp = dirs.out, dirs.work, dirs.result
     log = log if main else (lambda *_: None)
     stage = _Stages(log)
     dtype = getattr(torch, config.dtype)
 
     # Calibration rows are read before any weights load, so bad data fails in seconds.
-    calib_stream = sources.iter_samples(config.data, "calib", config.calib_samples, seed=config.seed)
+    calib_stream = sources.iter_samples(
+        config.data, "calib", config.calib_samples, seed=config.seed, images_anywhere=config.images_anywhere
+    )
     calib = list(calib_stream)
     data_stats = {"calib": calib_stream.stats.to_json()}
 
@@ -254,41 +278,52 @@ def _prune(config: PruneConfig, heal_config: HealConfig, log, state, healing: di
     if suite and main:
         cached = work / "dense_eval.json"
         with stage("evaluate dense"):
-            if config.resume and cached.exists():
+            if config.resume and sealed(work, cached.name):
                 dense = json.loads(cached.read_text())
             else:
                 dense = suite.evaluate(model, processor, config.eval_samples_per_task, description="dense model")
                 write_atomic(cached, json.dumps(dense))
+                seal(work, cached.name)
             log(f"  dense: {suite.headline(dense)}")
     if main and not is_vision_language(model.config):
         answers["dense"] = chat_answers(model, processor)
 
     with stage("analyze"):
         scores_path = work / "scores.json"
-        if main and not (config.resume and scores_path.exists()):
+        if main and not (config.resume and sealed(work, scores_path.name)):
             scores = calibrate(
                 model, processor, calib, [config.method], [config.ratio], layers_before,
                 batch_size=config.calib_batch_size, with_answers=config.calib_with_answers,
             )
             save_scores(scores, scores_path)
+            seal(work, scores_path.name)
         state.wait_for_everyone()
         scores = load_scores(scores_path)  # every process selects from the same saved scores
 
+    train = None
     with stage("select"):
         plan_path = work / "plan.json"
-        if config.resume and plan_path.exists():  # a resumed run never repeats a selection (SLEB: an hour on a CPU)
+        resumed_plan = config.resume and sealed(work, plan_path.name)
+        if resumed_plan:  # a resumed run never repeats a selection (SLEB: an hour on a CPU)
             plan = Plan.from_json(json.loads(plan_path.read_text()))
             log(f"  the plan of the interrupted run, from {plan_path}")
         else:
+            if get_method(config.method).needs_train:  # the plan chooser heals its finalists briefly
+                train = _train_rows(config, data_stats)
             plan = select(
                 config.method, scores, config.ratio, arch, model=model, processor=processor, calib=calib,
                 seed=config.seed, use_final_state=config.use_final_state, state=work / SELECT_STATE if main else None,
+                protect=config.protect, train=train, heal_config=heal_config,
             )
-        if main:
+        if main and not resumed_plan:  # rewritten, it would break the seal its checkpoints carry
             write_atomic(plan_path, json.dumps(plan.to_json(), indent=2))
+            seal(work, plan_path.name)
         for line in plan.log:
             log(f"  {line}")
-        log(f"  drop {plan.dropped}, finetune {plan.finetuned}, anchors {plan.anchors}")
+        trains = config.do_heal and plan.finetuned  # what will be trained, not what the method could heal
+        anchors = f", anchors {plan.anchors}" if plan.anchors else ""
+        what_heals = f"heal {plan.finetuned}{anchors}" if trains else "no layer trained (--no-heal)" if not config.do_heal else "nothing to heal"
+        log(f"  drop {plan.dropped}, {what_heals}")
 
     teacher = None
     if config.do_heal and plan.finetuned and needs_teacher(heal_config):
@@ -299,10 +334,10 @@ def _prune(config: PruneConfig, heal_config: HealConfig, log, state, healing: di
     heal_result = None
     if config.do_heal and plan.finetuned:
         with stage("heal"):
-            train_stream = sources.iter_samples(config.data, "train", train_sample_count(config), seed=config.seed)
-            train = list(train_stream)
-            data_stats["train"] = train_stream.stats.to_json()
+            train = train if train is not None else _train_rows(config, data_stats)
             healing["started"] = True
+            if main:  # its checkpoints carry this run's config and plan, and a resume checks them
+                heal_state.bind(work / "heal", run_id(work))
             heal_result = heal_plan(
                 model, processor, plan, train, heal_config, teacher=teacher, checkpoint_dir=work / "heal", resume=config.resume,
             )
@@ -333,20 +368,25 @@ def _prune(config: PruneConfig, heal_config: HealConfig, log, state, healing: di
         state.wait_for_everyone()
         return report
 
+    # A full or read-only disk ends in one WriteError line; prune() removes the half-written result
+    # and says what <out>.work keeps.
+    elsewhere = "pass an --out on another disk"
     with stage("save + verify"):
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
+        with writing(f"the result in {tmp}", elsewhere):
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
         try:
             verification = verify(tmp, model=model)
         except VerificationError:
             shutil.rmtree(tmp, ignore_errors=True)  # never leave a checkpoint that looks usable
             raise
-        save_scores(scores, tmp / "interlace_scores.json")
-        plot_scores(scores, tmp / "scores.png")
-        plot_plan(plan, tmp / "plan.png")
-        if heal_result:
-            plot_curve(heal_result.losses, tmp / "heal_loss.png")
+        with writing(f"the result in {tmp}", elsewhere):
+            save_scores(scores, tmp / "interlace_scores.json")
+            plot_scores(scores, tmp / "scores.png")
+            plot_plan(plan, tmp / "plan.png")
+            if heal_result:
+                plot_curve(heal_result.losses, tmp / "heal_loss.png")
 
     manifest = {
         "config": config_json(config, heal_config),
@@ -358,11 +398,12 @@ def _prune(config: PruneConfig, heal_config: HealConfig, log, state, healing: di
         "versions": versions(),
     }
     manifest["auto_class"] = _auto_name(model)
-    (tmp / "interlace_manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    (tmp / "README.md").write_text(model_card(json.loads(json.dumps(manifest, default=str))))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    manifest["heal_lr"] = lr_note(config.model, heal_config.lr)  # the rule behind config.heal.lr
+    with writing(f"the result in {tmp}", elsewhere):
+        (tmp / "README.md").write_text(model_card(json.loads(json.dumps(manifest, default=str))))
+        # The manifest last: a directory holding it is a whole result, which --overwrite may replace.
+        (tmp / "interlace_manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    replace_dir(tmp, out, dirs.previous)  # validate() allowed replacing an earlier result (run_dir)
     shutil.rmtree(work, ignore_errors=True)
     if config.push_to_hub:
         from interlace.export import push_to_hub
@@ -371,6 +412,18 @@ def _prune(config: PruneConfig, heal_config: HealConfig, log, state, healing: di
             log(f"  {push_to_hub(out, config.push_to_hub)}")
     state.wait_for_everyone()
     return report
+
+
+def _train_rows(config: PruneConfig, data_stats: dict) -> list[dict]:
+    """The healing rows, their read statistics recorded in ``data_stats``."""
+    from interlace.data import sources
+
+    stream = sources.iter_samples(
+        config.data, "train", train_sample_count(config), seed=config.seed, images_anywhere=config.images_anywhere
+    )
+    rows = list(stream)
+    data_stats["train"] = stream.stats.to_json()
+    return rows
 
 
 CHAT_PROMPTS = (
