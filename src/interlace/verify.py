@@ -8,6 +8,7 @@ generation without it (a stale ``layer_idx`` breaks exactly that).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,18 +17,15 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForImageTextToText,
     AutoProcessor,
     AutoTokenizer,
     PreTrainedConfig,
     PreTrainedModel,
 )
-from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from interlace.arch import KEPT_FIELD
 from interlace.data.chat import prompt_text, tokenize
+from interlace.loading import ModelNotFoundError, loading_problems, model_class, read_config, without_load_report
 
 PROMPT = "Describe the picture."
 
@@ -62,13 +60,6 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def auto_class(config: PreTrainedConfig) -> type:
-    """``AutoModelForImageTextToText`` when the model type maps to it, else ``AutoModelForCausalLM``."""
-    if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-        return AutoModelForImageTextToText
-    return AutoModelForCausalLM
 
 
 def _picture(size: int = 64) -> Image.Image:
@@ -149,6 +140,16 @@ def _compare_generations(cached, uncached, prompt_len: int, tie_tol: float, who:
     )
 
 
+def _require_finite(logits: torch.Tensor, who: str) -> None:
+    """Raise on any NaN or inf logit: a NaN difference compares False with ``> atol`` and would pass."""
+    bad = int((~torch.isfinite(logits)).sum())
+    if bad:
+        raise VerificationError(
+            f"{bad} of the {logits.numel()} logits of {who} are NaN or inf: its weights hold non-finite values "
+            "(a diverged healing run or a damaged source model); the checkpoint is unusable"
+        )
+
+
 @torch.no_grad()
 def verify(
     model_dir: str | Path,
@@ -174,17 +175,29 @@ def verify(
         VerifyReport of the passed checks.
 
     Raises:
-        VerificationError: missing/unexpected weights, invalid config, logits differ, a forward
-            crashes, or cached greedy generation (reloaded, and in-memory when given) differs from
-            uncached generation.
+        VerificationError: no checkpoint at ``model_dir``, missing/unexpected/mismatched weights,
+            invalid config, non-finite logits (reloaded or in-memory), logits that differ, a
+            forward that crashes, or cached greedy generation (reloaded, and in-memory when given)
+            that differs from uncached generation.
     """
     model_dir = Path(model_dir)
-    config = AutoConfig.from_pretrained(model_dir)
-    cls = auto_class(config)
+    if not (model_dir / "config.json").is_file():
+        what = "does not exist" if not model_dir.exists() else "has no config.json"
+        raise VerificationError(f"{model_dir} {what}; pass a directory written by save_pretrained (config.json + weights)")
+    try:
+        config = read_config(model_dir)
+    except ModelNotFoundError as error:
+        raise VerificationError(str(error)) from None
+    cls = model_class(config)
     dtype = model.dtype if model is not None else "auto"
-    reloaded, info = cls.from_pretrained(model_dir, dtype=dtype, output_loading_info=True)
-    checked = ("missing_keys", "unexpected_keys", "mismatched_keys")
-    problems = {k: sorted(v) for k, v in info.items() if k in checked and v}
+    try:
+        with without_load_report():  # what it would log is raised below, in one line
+            reloaded, info = cls.from_pretrained(model_dir, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a checkpoint that does not load is a failed check
+        raise VerificationError(f"{model_dir} does not reload with {cls.__name__}.from_pretrained: {type(error).__name__}: {error}") from error
+    problems = loading_problems(info)
     if problems:
         raise VerificationError(
             f"reloading {model_dir} with {cls.__name__}.from_pretrained did not match the weights to the config: "
@@ -209,12 +222,14 @@ def verify(
     stage = "forward of the reloaded model"
     try:
         theirs = reloaded(**inputs).logits
+        _require_finite(theirs, f"the reloaded {model_dir}")
         if model is not None:
             stage = "forward of the in-memory model"
             model.eval()
             ours = model(**inputs).logits
-            max_diff = (ours.float() - theirs.float()).abs().max().item()
-            if ours.shape != theirs.shape or max_diff > atol:
+            _require_finite(ours, "the in-memory model")
+            max_diff = (ours.float() - theirs.float()).abs().max().item() if ours.shape == theirs.shape else math.inf
+            if not max_diff <= atol:
                 raise VerificationError(
                     f"logits of the reloaded {model_dir} differ from the in-memory model by {max_diff:.3g} "
                     f"(allowed {atol})"
