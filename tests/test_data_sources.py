@@ -222,11 +222,11 @@ def test_imagefolder_with_file_name_and_file_names(tmp_path, samples):
     several = [{"file_names": ["../3.png", "../0.png"], "texts": samples[3]["texts"]}]
     for name, rows, expected in [("one", single, samples[:3]), ("two", several, samples[3:4])]:
         folder = write_jsonl(tmp_path / name / "metadata.jsonl", rows).parent
-        loaded = load_samples(str(folder), "train")
+        loaded = load_samples(str(folder), "train", images_anywhere=True)  # the images sit beside the folder
         assert [s["texts"] for s in loaded] == [s["texts"] for s in expected]
         assert all(np.array_equal(pixels(s)[0], pixels(e)[0]) for s, e in zip(loaded, expected, strict=True))
         assert {s["source"] for s in loaded} == {name}
-    assert [len(s["images"]) for s in load_samples(str(tmp_path / "two"), "train")] == [2]
+    assert [len(s["images"]) for s in load_samples(str(tmp_path / "two"), "train", images_anywhere=True)] == [2]
 
 
 def test_imagefolder_fixture_is_one_datasets_reads(tmp_path, samples):

@@ -18,8 +18,11 @@ How it measures (issue 5, item 4):
 - Memory is what a run adds to what is already resident (the weights): on CUDA
   ``max_memory_allocated`` minus ``memory_allocated`` before the run (tensors only, no allocator
   cache); on Linux CPUs the peak RSS (VmHWM, reset through /proc/self/clear_refs) minus the RSS
-  before the run. The allocator reuses memory freed by earlier runs, so the CPU figure is a lower
-  bound; we report the largest over repeats. tracemalloc cannot see torch's allocations.
+  before the run. glibc keeps memory freed by earlier runs inside the process, and a run that
+  reuses it raises no RSS: that is how a CPU run measured 0.0 MiB. So before each run the free
+  memory goes back to the OS (glibc's ``malloc_trim(0)``) and the run's pages count again; with
+  another C library the figure is a lower bound. We report the largest over repeats.
+  tracemalloc cannot see torch's allocations.
 
 The FLOP model lives in ``interlace.flops``.
 """
@@ -40,6 +43,11 @@ import torch
 from interlace.flops import TokenCounts, forward_flops
 
 DEFAULT_IMAGE = (448, 448)  # image_size="auto" on a vision-language model
+# Upper bounds that no real measurement needs, and beyond which the run would only exhaust memory
+# or time: a prompt longer than any supported model's context (Qwen3-VL: 256K tokens), an image
+# side far beyond what the processors resize to (Qwen-VL caps at ~16M pixels), runs without end.
+LIMITS = {"prompt_tokens": 2**18, "new_tokens": 2**14, "repeats": 1000, "warmup": 100}
+MAX_IMAGE_SIDE = 8192
 
 
 @dataclass(frozen=True)
@@ -69,10 +77,15 @@ class BenchSettings:
         errors = [f"{name} must be >= {low}, got {getattr(self, name)}" for name, low in
                   (("prompt_tokens", 1), ("new_tokens", 2), ("repeats", 1), ("warmup", 0), ("threads", 0))
                   if getattr(self, name) < low]
+        errors += [f"{name} must be at most {high} (a longer run measures nothing more), got {getattr(self, name)}"
+                   for name, high in LIMITS.items() if getattr(self, name) > high]
         if isinstance(self.image_size, str) and self.image_size != "auto":
             errors.append(f"image_size must be (height, width), None or 'auto', got {self.image_size!r}")
         elif isinstance(self.image_size, tuple) and (len(self.image_size) != 2 or min(self.image_size) < 1):
             errors.append(f"image_size must be positive (height, width), got {self.image_size}")
+        elif isinstance(self.image_size, tuple) and max(self.image_size) > MAX_IMAGE_SIDE:
+            errors.append(f"image_size must be at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} (processors resize far below), "
+                          f"got {self.image_size[0]}x{self.image_size[1]}")
         if errors:
             raise ValueError("; ".join(errors))
 
@@ -92,6 +105,26 @@ def parse_image_size(text: str | None) -> tuple[int, int] | None | str:
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise ValueError(f"--image-size must look like 448x448 (height x width), 'none' or 'auto', got {text!r}")
     return int(parts[0]), int(parts[1])
+
+
+def device_problems(device: str | None) -> list[str]:
+    """A --device that torch cannot use here: not a device name, or a GPU this machine lacks."""
+    if device is None:
+        return []
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        return [f"--device {device!r} is not a torch device; pass cpu, cuda or cuda:N"]
+    if parsed.type == "cpu":
+        return []
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return [f"--device {device}: no CUDA GPU is visible here; pass --device cpu"]
+        if parsed.index is not None and parsed.index >= count:
+            return [f"--device {device}: there are {count} CUDA GPU(s) here, cuda:0..cuda:{count - 1}; pass one of them"]
+        return []
+    return [f"--device {device}: bench measures on cpu or cuda only; pass one of them"]
 
 
 def resolve_image_size(config: Any, image_size: tuple[int, int] | None | str) -> tuple[int, int] | None:
@@ -301,6 +334,19 @@ def _status_kb(field_name: str) -> int:
     return int(line.split()[1]) * 1024
 
 
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's malloc_trim(0), which returns the process's free heap memory to the OS; a no-op
+    where the C library has none (musl, macOS)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0) and None
+
+
 def _memory_probe(device: torch.device) -> tuple[str, Callable[[], Callable[[], int | None]]]:
     """(method description, start()) where start() returns a stop() giving the run's added bytes."""
     if device.type == "cuda":
@@ -315,11 +361,14 @@ def _memory_probe(device: torch.device) -> tuple[str, Callable[[], Callable[[], 
     except OSError:
         return "unavailable: needs Linux /proc/self/clear_refs or a CUDA device", lambda: lambda: None
 
+    trim = _malloc_trim()
+
     def start_cpu():
+        trim()
         Path("/proc/self/clear_refs").write_text("5")
         before = _status_kb("VmRSS")
         return lambda: _status_kb("VmHWM") - before
-    method = "peak RSS (VmHWM after /proc/self/clear_refs) - RSS before the run; a lower bound (freed memory is reused)"
+    method = "peak RSS (VmHWM after /proc/self/clear_refs) - RSS before the run, free heap returned to the OS first (glibc malloc_trim)"
     return method, start_cpu
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from interlace.console import console, cpu_cores, fail
+from interlace.console import check_json_path, console, cpu_cores, fail
 
 
 def comparison_table(comparison) -> Table:
@@ -71,7 +71,7 @@ def bench(
     """
     import torch
 
-    from interlace.bench import BenchSettings, benchmark, parse_image_size
+    from interlace.bench import BenchSettings, benchmark, device_problems, parse_image_size
     from interlace.loading import ModelNotFoundError, load_model
 
     if dtype not in ("float32", "bfloat16", "float16"):
@@ -93,6 +93,9 @@ def bench(
         fail(message)
     if threads > cpu_cores():
         fail(f"--threads must be in 0..{cpu_cores()} (the CPU cores here; 0: torch's default), got {threads}")
+    if engine == "transformers" and (problems := device_problems(device)):
+        fail("; ".join(problems))
+    check_json_path(json_path)
     _check_models(model_a, model_b)
     if engine == "vllm":
         _bench_vllm(model_a, model_b, settings, dtype, eager, json_path)

@@ -80,3 +80,14 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def expect(value: Any, types: type | tuple[type, ...], name: str, what: str) -> None:
+    """The type check at the top of a public function: a wrong argument fails there, naming it,
+    instead of as an AttributeError deep inside (``select_layers('interlace', None, 0.25)``).
+
+    Raises:
+        TypeError: "NAME must be WHAT, got TYPE".
+    """
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,))):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")

@@ -17,6 +17,8 @@ import binascii
 import io
 import logging
 import math
+import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,11 +29,17 @@ from PIL import Image
 logger = logging.getLogger(__name__)
 
 # Broken rows count towards max_bad_fraction; filtered rows are dropped by the rules on purpose.
-BAD_REASONS = ("malformed", "empty_texts", "too_long", "missing_image", "empty_image", "unreadable_image")
+BAD_REASONS = (
+    "malformed", "empty_texts", "too_long", "missing_image", "empty_image", "unreadable_image",
+    "outside_image", "irregular_image", "oversized_image",
+)  # fmt: skip
 FILTER_REASONS = ("too_many_images",)
 # A long stream is checked for bad rows as it goes once it has seen this many rows, so a broken
 # dataset (a FineVision subset, a shard) fails minutes into a run rather than at the end of the epoch.
 EARLY_CHECK_ROWS = 1000
+# The largest image file a row may name: far above any real photo (a 4K PNG is ~25 MiB), far below
+# what would exhaust memory when a row names a disk image or a log by mistake.
+MAX_IMAGE_BYTES = 64 * 2**20
 
 
 class DataSpecError(ValueError):
@@ -83,6 +91,11 @@ class SampleRules:
         max_text_length: skip conversations longer than this after the cut, as measured by
             text_length; the default of 32768 characters is about the paper's 8192-token limit.
         text_length: how text is measured: ``len`` (characters) or a tokenizer's token count.
+        max_image_bytes: the largest image file a row may name (64 MiB); a larger one is a bad
+            row ("oversized_image"), refused before it is read.
+        images_anywhere: let rows name image files outside their data file's directory
+            (absolute paths, ``..``, symlinks leading out). Off, such a row is a bad row
+            ("outside_image"): a data file cannot make the run read arbitrary files.
     """
 
     max_images: int | None = None
@@ -90,9 +103,11 @@ class SampleRules:
     max_pixels: int | None = None
     max_text_length: int | None = 32768
     text_length: Callable[[str], int] = len
+    max_image_bytes: int = MAX_IMAGE_BYTES
+    images_anywhere: bool = False
 
     def __post_init__(self) -> None:
-        lows = {"max_images": 0, "max_messages": 2, "max_pixels": 1, "max_text_length": 1}
+        lows = {"max_images": 0, "max_messages": 2, "max_pixels": 1, "max_text_length": 1, "max_image_bytes": 1}
         errors = [
             f"{name} must be None or >= {low}, got {getattr(self, name)!r}"
             for name, low in lows.items()
@@ -129,14 +144,68 @@ def _from_base64(text: str) -> bytes:
         raise RowSkipped("unreadable_image") from error
 
 
-def resolve_image(entry: Any, base_dir: Path | None = None) -> bytes | Image.Image:
+def _read_image_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most max_bytes, checked before and after opening.
+
+    ``os.stat`` first refuses devices, FIFOs, sockets and directories without opening them
+    (``/dev/zero`` reads forever, a FIFO blocks); opening with O_NONBLOCK and checking ``fstat``
+    again closes the race of a path swapped between the two, and the read stops at max_bytes + 1.
+
+    Raises:
+        RowSkipped: "irregular_image" for anything but a regular file, "oversized_image" for a
+            file over max_bytes.
+        OSError: the file is missing or unreadable.
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise RowSkipped("irregular_image")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise RowSkipped("irregular_image")
+        if info.st_size > max_bytes:
+            raise RowSkipped("oversized_image")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:  # grew since fstat
+        raise RowSkipped("oversized_image")
+    return data
+
+
+def _could_be_path(text: str) -> bool:
+    """Whether text fits Linux's limits on a path (4096 bytes, 255 per name): longer text is base64."""
+    return len(text) < 4096 and all(len(part) <= 255 for part in text.split("/"))
+
+
+def _inside(path: Path, base_dir: Path | None) -> bool:
+    """Whether path, symlinks resolved, lies inside base_dir (never, without a base_dir)."""
+    if base_dir is None:
+        return False
+    try:
+        return path.resolve().is_relative_to(base_dir.resolve())
+    except (OSError, RuntimeError):  # a name too long, a symlink loop
+        return False
+
+
+def resolve_image(
+    entry: Any, base_dir: Path | None = None, *, root: Path | None = None, anywhere: bool = False, max_bytes: int = MAX_IMAGE_BYTES
+) -> bytes | Image.Image:
     """The encoded bytes (or the PIL image) behind one entry of a row's ``images``.
 
     Accepts a PIL image, bytes, datasets' ``{"bytes": ..., "path": ...}`` (bytes may be base64
     text in JSON), a data URI, base64 text, or a file path (relative ones against base_dir).
 
+    Args:
+        entry: one element of a row's ``images``.
+        base_dir: the data file's directory, where relative paths point from.
+        root: the directory a path must lie inside, unless anywhere (None: base_dir); for a
+            ``--data DIR`` it is DIR, so that a nested metadata.jsonl may name a sibling folder.
+        anywhere: accept paths outside root (absolute ones, ``..``, symlinks leading out).
+        max_bytes: the largest image file read.
+
     Raises:
-        RowSkipped: "missing_image" for a path that is not a file, "malformed" for other types.
+        RowSkipped: "missing_image" for a path that is not a file, "outside_image" for one
+            outside root, "irregular_image" for a device, FIFO, socket or directory,
+            "oversized_image" for a file over max_bytes, "malformed" for other types.
     """
     if isinstance(entry, Image.Image | bytes):
         return entry
@@ -152,16 +221,20 @@ def resolve_image(entry: Any, base_dir: Path | None = None) -> bytes | Image.Ima
     text = str(entry)
     if text.startswith("data:"):
         return _from_base64(text.partition(",")[2])
-    path = Path(text).expanduser()
+    if not _could_be_path(text):  # base64 text of a real image: skip resolving 10**5 "/"-separated parts
+        return _from_base64(text)
+    path = Path(text).expanduser() if anywhere else Path(text)
     path = base_dir / path if base_dir is not None and not path.is_absolute() else path
-    try:
-        return path.read_bytes()
-    except OSError:  # not a file (or, for base64 text, a name too long to be one): try base64
-        pass
-    try:
+    outside = not anywhere and not _inside(path, base_dir if root is None else root)
+    if not outside:
+        try:
+            return _read_image_file(path, max_bytes)
+        except OSError:  # not a file (or, for base64 text, a name too long to be one): try base64
+            pass
+    try:  # base64 text may look like an absolute path: a JPEG's starts with "/9j/"
         return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as error:  # neither a file nor base64: a missing file
-        raise RowSkipped("missing_image") from error
+    except (binascii.Error, ValueError) as error:  # neither a file nor base64
+        raise RowSkipped("outside_image" if outside else "missing_image") from error
 
 
 def decode_image(data: bytes | Image.Image) -> Image.Image:
@@ -207,7 +280,7 @@ def _clean_plain(row: dict, rules: SampleRules, source: str) -> dict:
     return {"images": [], "texts": [], "text": text, "source": str(row.get("source") or source)}
 
 
-def clean_row(row: Any, rules: SampleRules, base_dir: Path | None = None, source: str = "") -> dict:
+def clean_row(row: Any, rules: SampleRules, base_dir: Path | None = None, source: str = "", *, root: Path | None = None) -> dict:
     """One raw row as a sample; cheap checks first, images decoded last.
 
     Args:
@@ -215,6 +288,7 @@ def clean_row(row: Any, rules: SampleRules, base_dir: Path | None = None, source
             with ``text`` and no (or empty) ``texts``; other keys ignored.
         rules: limits and trimming to apply.
         base_dir: where relative image paths point from.
+        root: the directory image paths must lie inside (None: base_dir; see resolve_image).
         source: the ``source`` to use when the row has none.
 
     Raises:
@@ -232,7 +306,10 @@ def clean_row(row: Any, rules: SampleRules, base_dir: Path | None = None, source
     length = sum(rules.text_length(turn["user"]) + rules.text_length(turn["assistant"]) for turn in texts)
     if rules.max_text_length is not None and length > rules.max_text_length:
         raise RowSkipped("too_long")
-    decoded = [decode_image(resolve_image(entry, base_dir)) for entry in entries]
+    decoded = [
+        decode_image(resolve_image(entry, base_dir, root=root, anywhere=rules.images_anywhere, max_bytes=rules.max_image_bytes))
+        for entry in entries
+    ]
     if rules.max_pixels is not None:
         decoded = [fit_pixels(image, rules.max_pixels) for image in decoded]
     return {"images": decoded, "texts": texts, "source": str(row.get("source") or source)}
@@ -251,12 +328,14 @@ class RowPart:
         size: the number of rows, or None when unknown (a stream without a dataset card).
         open: returns an iterable over the raw rows (at most ``size``).
         base_dir: the directory that relative image paths point from.
+        root: the directory image paths must lie inside (None: base_dir): the ``--data`` directory.
     """
 
     name: str
     size: int | None
     open: Callable[[], Iterable[Any]]
     base_dir: Path | None = None
+    root: Path | None = None
 
 
 def chain_parts(parts: Iterable[RowPart]) -> Iterator[tuple[Any, RowPart]]:
@@ -297,7 +376,7 @@ class SampleStream(Iterator[dict]):
     def _run(self, rows: Iterator[tuple[Any, RowPart]], rules: SampleRules, limit: int | None) -> Iterator[dict]:
         for row, part in rows:
             try:
-                sample = clean_row(row, rules, part.base_dir, part.name)
+                sample = clean_row(row, rules, part.base_dir, part.name, root=part.root)
             except RowSkipped as skipped:
                 self.stats.skipped[skipped.reason] = self.stats.skipped.get(skipped.reason, 0) + 1
                 if self.stats.seen >= EARLY_CHECK_ROWS:
@@ -318,8 +397,12 @@ class SampleStream(Iterator[dict]):
 
     def _check_bad(self) -> None:
         if self.stats.bad > self._max_bad_fraction * self.stats.seen:
+            outside = (
+                "; rows name images outside the data's directory: move them in, or pass --images-anywhere"
+                if self.stats.skipped.get("outside_image") else ""
+            )  # fmt: skip
             raise DataSpecError(
                 f"data spec {self._label!r}: {self.stats.bad} of {self.stats.seen} rows are bad, more than "
                 f"max_bad_fraction={self._max_bad_fraction} ({self.stats.summary()}); "
-                "fix or drop them, or raise max_bad_fraction"
+                f"fix or drop them, or raise max_bad_fraction{outside}"
             )

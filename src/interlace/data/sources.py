@@ -19,7 +19,10 @@ A JSON(L) row may also be plain text, ``{"text": "...", "source"?}``: it becomes
 sample ``{"images": [], "texts": [], "text", "source"}`` that is scored and trained on every token.
 
 Every source yields FineVision-schema samples with RGB PIL images (or plain-text samples), cleaned
-by the same rules; unusable rows are skipped and counted (issue 7). Splits: the embedded suite has
+by the same rules; unusable rows are skipped and counted. An image path in a row must name a
+regular file of at most 64 MiB inside the data's directory (the ``--data`` file's directory, or the
+``--data`` directory), symlinks resolved; anything else is a bad row, unless ``images_anywhere`` lets rows point
+elsewhere (``--images-anywhere``). Splits: the embedded suite has
 its own; a text corpus (pydocs) splits by document into calib, train and a held-out "test"; for
 any other data "train" is every row and "calib" a seeded random fraction of the rows (10%, seed
 42: the paper calibrates on a random 10% of its training set).
@@ -27,6 +30,7 @@ any other data "train" is every row and "calib" a seeded random fraction of the 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -106,7 +110,7 @@ def _read_jsonl(path: Path) -> Iterator[Any]:
             if line.strip():
                 try:
                     yield json.loads(line.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError):
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: [[[[...]]]]
                     yield None  # a malformed row, counted by the stream
 
 
@@ -119,8 +123,10 @@ def _json_part(path: Path) -> RowPart:
     if path.suffix.lower() == ".json":
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            rows = None  # JSON lines under a .json name, as datasets' json loader accepts
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            # JSON lines under a .json name, as datasets' json loader accepts; read line by line,
+            # a line that is not UTF-8 or nests too deep is one bad row.
+            rows = None
         if rows is not None:
             rows = [rows] if isinstance(rows, dict) else rows
             if not isinstance(rows, list):
@@ -164,7 +170,7 @@ def _parquet_parts(text: str, root: Path) -> list[RowPart]:
         # A shard's default source: its folder under the root (a FineVision copy: the subset).
         folder = "." if root.is_file() else str(file.parent.relative_to(root))
         name = root.stem if root.is_file() else root.name if folder == "." else folder
-        parts.append(RowPart(name, meta.metadata.num_rows, functools.partial(_read_parquet, file), file.parent))
+        parts.append(RowPart(name, meta.metadata.num_rows, functools.partial(_read_parquet, file), file.parent, root if root.is_dir() else None))
     return parts
 
 
@@ -186,6 +192,7 @@ def _imagefolder_parts(root: Path) -> list[RowPart]:
             _count_lines(metadata),
             functools.partial(_read_imagefolder, metadata),
             metadata.parent,
+            root,
         )
         for metadata in sorted(root.rglob("metadata.jsonl"))
     ]
@@ -250,6 +257,8 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _local_spec(text: str, path: Path) -> DataSpec:
+    if not path.is_file() and not path.is_dir():  # a FIFO or a device would block or read forever
+        raise DataSpecError(f"data spec {text!r}: is not a regular file or directory; {SPEC_HELP}")
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix not in FILE_SUFFIXES:
@@ -293,7 +302,12 @@ def parse_data_spec(spec: str = "embedded", *, peek_rows: int = 8) -> DataSpec:
         realtext.find_root()  # cheap: fails now, with the install command, if the corpus is missing
         return DataSpec(text, "text")
     path = Path(text).expanduser()
-    if text and path.exists():
+    try:
+        exists = bool(text) and path.exists()
+    except OSError as error:  # ENAMETOOLONG: a name longer than the filesystem allows
+        shown = text if len(text) <= 80 else f"{text[:60]}...({len(text)} characters)"
+        raise DataSpecError(f"data spec {shown!r}: cannot be used as a path ({error.strerror}); {SPEC_HELP}") from None
+    if exists:
         parsed = _local_spec(text, path)
         if peek_rows > 0:
             _peek(parsed, _parts(parsed), peek_rows)
@@ -385,6 +399,7 @@ def iter_samples(
     calib_seed: int = 42,
     rules: SampleRules | None = None,
     max_bad_fraction: float = 0.1,
+    images_anywhere: bool = False,
 ) -> SampleStream:
     """A stream of clean FineVision-schema (or plain-text) samples; its ``stats`` count what was skipped.
 
@@ -400,11 +415,18 @@ def iter_samples(
         calib_seed: the seed of that split (the paper: 42).
         rules: checks and trimming; None: FINEVISION_RULES for finevision, SampleRules() else.
         max_bad_fraction: fail when more than this share of the rows seen are broken.
+        images_anywhere: let rows name image files outside their data file's directory; off,
+            such rows are bad rows (``SampleRules.images_anywhere``).
 
     Raises:
         DataSpecError: a bad spec, a Hub dataset that cannot be opened, too many broken rows, or
             split "test" for data that holds none out.
+        TypeError: spec is neither a str nor a DataSpec, or rules is not a SampleRules.
     """
+    if not isinstance(spec, str | DataSpec):
+        raise TypeError(f"spec must be a data spec str (e.g. 'embedded' or a .jsonl path) or a DataSpec, got {type(spec).__name__}")
+    if rules is not None and not isinstance(rules, SampleRules):
+        raise TypeError(f"rules must be a SampleRules or None, got {type(rules).__name__}")
     if split not in SPLITS:
         raise ValueError(f"split must be 'calib', 'train' or 'test', got {split!r}")
     if n is not None and n < 1:
@@ -414,6 +436,8 @@ def iter_samples(
     data = spec if isinstance(spec, DataSpec) else parse_data_spec(spec)
     if rules is None:
         rules = FINEVISION_RULES if data.kind == "finevision" else SampleRules()
+    if images_anywhere:
+        rules = dataclasses.replace(rules, images_anywhere=True)
     if split == "test" and data.kind != "text":
         raise DataSpecError(
             f"data spec {data.text!r}: has no held-out 'test' split (only a text corpus such as "
@@ -438,6 +462,7 @@ def load_samples(
     calib_seed: int = 42,
     rules: SampleRules | None = None,
     max_bad_fraction: float = 0.1,
+    images_anywhere: bool = False,
 ) -> list[dict]:
     """``iter_samples`` as a list (same arguments); use iter_samples to see the skip counts."""
     stream = iter_samples(
@@ -449,5 +474,6 @@ def load_samples(
         calib_seed=calib_seed,
         rules=rules,
         max_bad_fraction=max_bad_fraction,
+        images_anywhere=images_anywhere,
     )
     return list(stream)
