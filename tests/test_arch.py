@@ -185,3 +185,13 @@ def test_get_arch_rejects_half_edited_model():
     with pytest.raises(ValueError, match="5 layers but num_hidden_layers is 6"):
         get_arch(model)
     assert torch.get_num_threads() == 1  # conftest keeps the matrix on one thread
+
+
+def test_cut_config_gemma3_keeps_no_stale_sliding_window_pattern(tmp_path):
+    config = dense_model("gemma3_text").config
+    cut_config(config, [0, 2, 3])  # pattern 2: sliding, full, sliding, full, ... -> s, s, f
+    assert config.layer_types == ["sliding_attention", "sliding_attention", "full_attention"]
+    saved = config.to_dict()
+    assert "sliding_window_pattern" not in saved and "_sliding_window_pattern" not in saved
+    config.save_pretrained(tmp_path)
+    assert type(config).from_pretrained(tmp_path).layer_types == config.layer_types

@@ -93,6 +93,19 @@ def test_cut_copies_side_files_and_never_leaves_partial_output(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # no temp dirs left behind
 
 
+def test_cut_output_directory_gets_the_umask_mode_like_prune(tmp_path):
+    import os
+
+    src = _save(dense_model("llama"), tmp_path / "src", None)
+    previous = os.umask(0o022)
+    try:
+        out = cut_checkpoint(src, tmp_path / "out", [1])
+        (tmp_path / "made_by_mkdir").mkdir()  # what prune's save_pretrained directory gets
+    finally:
+        os.umask(previous)
+    assert (out.stat().st_mode & 0o777) == (tmp_path / "made_by_mkdir").stat().st_mode & 0o777 == 0o755
+
+
 # ---------------------------------------------------------------- CLI
 
 

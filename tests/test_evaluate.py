@@ -46,7 +46,7 @@ def test_score_averages_samples_and_tasks_separately():
     result = score(samples, ["3", "Red  circle.", "5"])
     assert result.tasks == {"a": 1.0, "b": 0.5}
     assert abs(result.overall - 2 / 3) < 1e-9
-    assert result.to_json() == {"overall": result.overall, "tasks": result.tasks, "n": 3}
+    assert result.to_json() == {"overall": result.overall, "tasks": result.tasks, "n": 3, "counts": {"a": 1, "b": 2}}
 
 
 def test_normalise_only_forgives_case_space_and_a_final_period():

@@ -325,11 +325,15 @@ def cut_config(config: PreTrainedConfig, kept: Sequence[int]) -> dict[str, Any]:
 
     for name, value in changes.items():
         setattr(text, name, value)
-    if "sliding_window_pattern" in vars(text) and getattr(text, "layer_types", None) is not None:
+    if getattr(text, "layer_types", None) is not None:
         # Gemma3's legacy period cannot describe a cut pattern; the explicit layer_types above wins
-        # on reload anyway, so drop the stale integer rather than save a misleading one.
-        delattr(text, "sliding_window_pattern")
-        changes["sliding_window_pattern"] = None
+        # on reload anyway, so drop the stale integer rather than save a misleading one. transformers
+        # 5.x keeps it twice: as given, and as the private copy Gemma3TextConfig.__post_init__ reads
+        # (``_sliding_window_pattern``), which to_dict() writes into config.json too.
+        for name in ("sliding_window_pattern", "_sliding_window_pattern"):
+            if name in vars(text):
+                delattr(text, name)
+                changes[name.lstrip("_")] = None
 
     vision = getattr(config, "vision_config", None)
     depth = deepstack_count(config)

@@ -10,18 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import Progress
 
 from interlace.data.chat import modality_groups, prompt_text, tokenize, tokenizer_of
+from interlace.progress import progress as progress_bar
 
 
 @dataclass
 class EvalResult:
     """Exact-match accuracy: overall (mean over samples), per task (the sample's ``source``).
 
-    A text evaluation (``interlace.evaluate_text``) also sets ``perplexity`` (held-out, per
-    token) and ``tokens`` (how many tokens it was measured on); its ``overall`` is the mean of
-    its tasks' accuracies.
+    ``n`` is the number of items over all tasks and ``counts`` each task's. A text evaluation
+    (``interlace.evaluate_text``) also sets ``perplexity`` (held-out, per token), ``tokens``
+    (how many tokens it was measured on) and ``passages`` (how many texts); its ``overall`` is
+    the mean of its tasks' accuracies.
     """
 
     overall: float
@@ -30,11 +31,13 @@ class EvalResult:
     predictions: list[str] = field(default_factory=list, repr=False)
     perplexity: float | None = None
     tokens: int | None = None
+    counts: dict[str, int] | None = None
+    passages: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("predictions")
-        for key in ("perplexity", "tokens"):  # a generation-only result serialises as before
+        for key in ("perplexity", "tokens", "counts", "passages"):  # unset: left out, as before they existed
             if data[key] is None:
                 data.pop(key)
         return data
@@ -62,6 +65,7 @@ def score(samples: Sequence[dict], predictions: Sequence[str]) -> EvalResult:
         tasks={task: sum(h) / len(h) for task, h in sorted(by_task.items())},
         n=len(hits),
         predictions=list(predictions),
+        counts={task: len(h) for task, h in sorted(by_task.items())},
     )
 
 
@@ -111,12 +115,9 @@ def evaluate(
         samples: FineVision-schema samples; ``source`` is the task name.
         batch_size: prompts per generate call (left padded).
         max_new_tokens: generation budget per answer.
-        progress: show a rich progress bar.
-        description: the progress bar's label.
+        progress: report progress (``interlace.progress``).
+        description: the progress label.
     """
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(description, total=len(samples))
-        answers = generate_answers(
-            model, processor, samples, batch_size, max_new_tokens, on_batch=lambda n: bar.advance(task, n)
-        )
+    with progress_bar(description, len(samples), enabled=progress, unit="questions") as bar:
+        answers = generate_answers(model, processor, samples, batch_size, max_new_tokens, on_batch=bar.advance)
     return score(samples, answers)

@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from rich.progress import Progress
 
 from interlace.data import realtext
 from interlace.data.chat import IGNORE_INDEX
 from interlace.evaluate import EvalResult
+from interlace.lm_loss import labelled_ce_sum
+from interlace.progress import progress as progress_bar
 
 TASKS = ("continuation", "cloze")
 CLOZE_WORD = re.compile(r"(?<=\s)([a-z]{4,})\.$")
@@ -171,11 +171,12 @@ def choice_items(
     return items
 
 
-def ppl_retention(dense_ppl: float, pruned_ppl: float) -> float:
-    """Perplexity retention: dense_ppl / pruned_ppl (1.0: no worse than the dense model)."""
-    if not (dense_ppl > 0 and pruned_ppl > 0):
-        raise ValueError(f"perplexities must be positive, got {dense_ppl} and {pruned_ppl}")
-    return dense_ppl / pruned_ppl
+def ppl_retention(dense_ppl: float, pruned_ppl: float) -> float | None:
+    """Perplexity retention: dense_ppl / pruned_ppl (1.0: no worse than the dense model); None where
+    it is undefined (a perplexity that is not a positive number: ``interlace.suites.retention``)."""
+    from interlace.suites import retention
+
+    return retention(dense_ppl, pruned_ppl, lower_is_better=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,6 +228,8 @@ def perplexity(
 
     Each ``sample["text"]`` is tokenized raw (``add_special_tokens=True``, no chat template) and
     cut to max_length tokens; a batch is right-padded, padding masked out of attention and loss.
+    The loss is computed without the batch's full logits (``interlace.lm_loss``), so memory grows
+    with batch_size x max_length hidden states, not with the vocabulary.
 
     Returns:
         The perplexity and the number of tokens predicted (each passage's tokens after its first).
@@ -247,12 +250,10 @@ def perplexity(
         for row, ids in enumerate(batch):
             input_ids[row, : len(ids)] = labels[row, : len(ids)] = torch.tensor(ids)
             mask[row, : len(ids)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits  # (B, T, V)
-        targets = labels[:, 1:].to(device)
-        total += F.cross_entropy(
-            logits[:, :-1].float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-        ).item()
-        count += int((targets != IGNORE_INDEX).sum())
+        # Never the (B, T, V) logits: with Gemma 3's 262k vocabulary they were 4 GiB a batch.
+        loss, tokens = labelled_ce_sum(model, {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}, labels.to(device))
+        total += loss
+        count += tokens
         if on_batch:
             on_batch(len(batch))
     return math.exp(total / count), count
@@ -297,10 +298,10 @@ def choice_logprobs(model: Any, tokenizer: Any, context: str, choices: Sequence[
     for row, ids in enumerate(encoded):
         batch[row, : len(ids)] = torch.tensor(ids)
     logits = model(input_ids=batch.to(device), **{_cache_argument(model): cache}, use_cache=True).logits  # (K, W, V)
-    logprobs = torch.log_softmax(logits.float(), -1)
     scores = []
-    for row, ids in enumerate(encoded):
-        rest = logprobs[row, torch.arange(len(ids) - 1), torch.tensor(ids[1:], dtype=torch.long)].sum()
+    for row, ids in enumerate(encoded):  # one choice's fp32 log-softmax at a time: (len - 1, V)
+        logprobs = torch.log_softmax(logits[row, : len(ids) - 1].float(), -1)
+        rest = logprobs[torch.arange(len(ids) - 1), torch.tensor(ids[1:], dtype=torch.long, device=logprobs.device)].sum()
         scores.append(float(first[ids[0]] + rest))
     return scores
 
@@ -330,25 +331,31 @@ def evaluate_text(
     split: str = "test",
     max_length: int = 512,
     root: str | Path | None = None,
+    samples: Sequence[dict] | None = None,
 ) -> EvalResult:
-    """Perplexity and the continuation and cloze tasks on a pydocs split (held-out test by default).
+    """Perplexity and the continuation and cloze tasks on a pydocs split (held-out test by default),
+    or on plain-text ``samples`` of the caller's own.
 
     Args:
         model: a causal LM (transformers-style forward with ``past_key_values``).
         tokenizer: its tokenizer (or a processor that holds one).
         n: passages for perplexity.
         items: items per task (fewer if the split yields fewer).
-        batch_size: passages per perplexity forward pass.
+        batch_size: passages per perplexity forward pass (memory: batch_size x max_length
+            hidden states; the logits are never held whole, see ``interlace.lm_loss``).
         seed: the order of the test passages and the distractors' draw.
-        progress: show a rich progress bar.
+        progress: report progress (``interlace.progress``).
         split: the pydocs split to build from: "test" (held-out), or "calib" as the validation
             split of a ratio search (never the healing split).
         max_length: cut passages to this many tokens for perplexity.
         root: the corpus' directory (see ``realtext.find_root``).
+        samples: plain-text samples (``{"text": ...}``, e.g. the rows of ``interlace eval
+            --data rows.jsonl``) to use instead of pydocs, in their order; each row counts as
+            its own document when distractors are drawn.
 
     Returns:
         ``overall``: the mean of the tasks' accuracies; ``tasks``: each task's accuracy;
-        ``n``: the number of task items; ``perplexity`` and ``tokens``.
+        ``counts``: each task's items; ``n``: their sum; ``passages``, ``perplexity`` and ``tokens``.
 
     Raises:
         DataSpecError: the corpus is not installed.
@@ -357,26 +364,71 @@ def evaluate_text(
         raise ValueError("evaluate_text needs the model in eval mode (dropout would change the scores); call model.eval()")
     if split not in ("test", "calib"):
         raise ValueError(f"evaluate_text builds from the 'test' or 'calib' split, got {split!r}")
-    passages = realtext.load_passages(split, None, seed, root=root)
+    if samples is None:
+        passages = realtext.load_passages(split, None, seed, root=root)
+    else:
+        if not samples or not all(isinstance(sample.get("text"), str) for sample in samples):
+            raise ValueError("evaluate_text needs plain-text samples ({'text': ...}); chat rows go through evaluate_chat_text")
+        passages = [{"text": sample["text"], "source": f"row {index}"} for index, sample in enumerate(samples)]
     cloze = cloze_items(passages, items)
     choice = choice_items(passages, items, seed)
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("text evaluation", total=min(n, len(passages)) + len(cloze) + len(choice))
-
-        def advance(count: int) -> None:
-            bar.advance(task, count)
-
-        ppl, tokens = perplexity(model, tokenizer, passages[:n], batch_size, max_length, on_batch=advance)
-        hits = cloze_hits(model, tokenizer, cloze, on_item=advance)
-        picks = choice_predictions(model, tokenizer, choice, on_item=advance)
-    tasks = {
-        "continuation": float(np.mean([pick == item.answer for pick, item in zip(picks, choice)])),
-        "cloze": float(np.mean(hits)),
+    scored = passages[:n]
+    with progress_bar("text evaluation", len(scored) + len(cloze) + len(choice), unit="passages and items", enabled=progress) as bar:
+        ppl, tokens = perplexity(model, tokenizer, scored, batch_size, max_length, on_batch=bar.advance)
+        hits = cloze_hits(model, tokenizer, cloze, on_item=bar.advance)
+        picks = choice_predictions(model, tokenizer, choice, on_item=bar.advance)
+    results = {  # a task without items (rows too short or too few to build any) is left out
+        "continuation": [pick == item.answer for pick, item in zip(picks, choice)],
+        "cloze": hits,
     }
+    tasks = {task: float(np.mean(outcomes)) for task, outcomes in results.items() if outcomes}
     return EvalResult(
-        overall=float(np.mean(list(tasks.values()))),
+        overall=float(np.mean(list(tasks.values()))) if tasks else float("nan"),
         tasks=tasks,
         n=len(cloze) + len(choice),
+        counts={task: len(outcomes) for task, outcomes in results.items() if outcomes},
+        passages=len(scored),
         perplexity=ppl,
         tokens=tokens,
     )
+
+
+def answer_perplexity(
+    model: Any, processor: Any, samples: Sequence[dict], batch_size: int = 8, on_batch: Callable[[int], None] | None = None
+) -> tuple[float, int]:
+    """exp(mean cross-entropy) over the assistant tokens of chat samples (the tokens healing trains
+    on), through the chat template; and the number of those tokens."""
+    from interlace.data.chat import collate_groups, encode_for_training, tokenizer_of
+
+    encoded = sorted((encode_for_training(processor, s) for s in samples), key=lambda e: e["input_ids"].shape[1])
+    pad_id = _pad_id(tokenizer_of(processor))
+    device, total, count = _device(model), 0.0, 0
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        for batch in collate_groups(chunk, pad_id):
+            labels = batch.pop("labels").to(device)
+            loss, tokens = labelled_ce_sum(model, {k: v.to(device) for k, v in batch.items()}, labels)
+            total, count = total + loss, count + tokens
+        if on_batch:
+            on_batch(len(chunk))
+    if count == 0:
+        raise ValueError("nothing to score: no row has an assistant reply")
+    return math.exp(total / count), count
+
+
+def evaluate_chat_text(model: Any, processor: Any, samples: Sequence[dict], batch_size: int = 8, progress: bool = True) -> EvalResult:
+    """A text model on chat rows of the caller's own (``interlace eval --data``): exact match of the
+    greedy reply to each row's first question, per ``source``, and the perplexity of the replies.
+
+    Returns:
+        ``overall``/``tasks``/``counts``/``n`` as ``interlace.evaluate.score``; ``perplexity`` and
+        ``tokens`` over every assistant turn.
+    """
+    from interlace.evaluate import generate_answers, score
+
+    with progress_bar("text evaluation", 2 * len(samples), unit="rows (x2: perplexity, replies)", enabled=progress) as bar:
+        ppl, tokens = answer_perplexity(model, processor, samples, batch_size, on_batch=bar.advance)
+        answers = generate_answers(model, processor, samples, batch_size, on_batch=bar.advance)
+    result = score(samples, answers)
+    result.perplexity, result.tokens = ppl, tokens
+    return result

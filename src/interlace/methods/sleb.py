@@ -7,11 +7,14 @@ Cost (issue 17). For each removal step and calibration batch, one forward of the
 - replays the layers below j from the cache (their states do not depend on j),
 - skips j and the removed layers without computing them (a pass-through, not a discarded
   forward), and runs only the kept layers above j,
-- projects onto the vocabulary only at the labelled positions (``logits_to_keep``): with a 49k
-  vocabulary the lm_head over every position costs a fifth of a whole forward.
+- projects onto the vocabulary only at the labelled positions (``logits_to_keep``), a chunk of
+  positions at a time (``interlace.lm_loss``), so no (tokens, V) fp32 logits are held at once.
+  The head's share of a forward is 2CV / (per-layer FLOPs x L + 2CV) per labelled token: about a
+  fifth for SmolLM2-135M (C=576, V=49k, 30 layers), and most of it for Gemma 3 270M (C=640,
+  V=262k, 18 layers), where the labelled positions, not the layers skipped, set a trial's cost.
 
-So candidate j costs (kept layers above j) / L of the decoder plus the lm_head at labelled tokens,
-about half a forward on average, and a step one more forward for the cache. Candidates are not
+So candidate j costs (kept layers above j) / L of the decoder plus the lm_head at labelled tokens
+(about half a forward on average with a small vocabulary), and a step one more forward for the cache. Candidates are not
 batched into one forward: each skips a different layer, which HF's decoder loop cannot do per
 row, and batching would not change the FLOPs.
 
@@ -34,9 +37,10 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from interlace.arch import get_arch
-from interlace.data.chat import IGNORE_INDEX
 from interlace.files import write_atomic
+from interlace.lm_loss import labelled_ce_sum
 from interlace.methods.plan import Plan, drop_budget, plan_from_drops
+from interlace.progress import PROGRESS
 from interlace.scores import RedundancyScores
 from interlace.surgery import identity_hooks
 
@@ -84,15 +88,9 @@ def _layer_outputs(model: Any, layers, batch: dict[str, torch.Tensor], removed: 
 
 
 def _loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
-    """Summed next-token cross-entropy over the labelled tokens of ``batch``, and their count."""
-    labels = batch["labels"][:, 1:]  # (B, T-1): position t predicts labels[:, t + 1]
-    labelled = labels != IGNORE_INDEX
-    scored = torch.nn.functional.pad(labelled, (0, 1))  # (B, T): the positions whose logits count
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs, use_cache=False, logits_to_keep=scored).logits  # (N, V), rows in (b, t) order
-    targets = labels[labelled]  # (N,), same order
-    loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
-    return loss.item(), targets.numel()
+    """Summed next-token cross-entropy over the labelled tokens of ``batch``, and their count; the
+    head runs at labelled positions only, a chunk at a time (``interlace.lm_loss``)."""
+    return labelled_ce_sum(model, {k: v for k, v in batch.items() if k != "labels"}, batch["labels"])
 
 
 def _fingerprint(batches: Sequence[dict[str, torch.Tensor]], num_layers: int, protected: Sequence[int]) -> str:
@@ -150,6 +148,7 @@ def sleb_order(
     free = [j for j in range(len(layers)) if j not in protected]
     tuple_layers: set[int] = set()
     model.eval()
+    progress = progress and not PROGRESS.quiet
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not progress, transient=True) as bar:
         trials = [(len(free) - step) * len(batches) for step in range(budget)]
@@ -181,25 +180,43 @@ def sleb_order(
     return removed, history
 
 
-def sleb(scores: RedundancyScores, ratio: float, protected=(), model=None, processor=None, calib=None, batch_size: int = 8,
-         state: str | Path | None = None, **_) -> Plan:
-    """Iterative: remove the block whose removal raises calibration loss least, re-score, repeat.
-    ``state``: where the finished removal steps are saved and resumed from (``sleb_order``)."""
+def loss_batches(model: Any, processor: Any, samples: Sequence[dict], batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
+    """``samples`` encoded with labels on their answer tokens and collated on the model's device."""
     from interlace.data.chat import collate_groups, encode_for_training, tokenizer_of
 
-    if model is None or processor is None or not calib:
-        raise ValueError("sleb needs the model, its processor and calibration samples with answers")
-    n = scores.num_layers
     device = next(model.parameters()).device
     # The loss is a sum over tokens, so batching samples of similar length changes only rounding and
     # the padding every trial computes on (a quarter of the tokens of 64 pydocs passages in file order).
-    encoded = sorted((encode_for_training(processor, s) for s in calib), key=lambda e: e["input_ids"].shape[1])
+    encoded = sorted((encode_for_training(processor, s) for s in samples), key=lambda e: e["input_ids"].shape[1])
     pad_id = tokenizer_of(processor).pad_token_id
-    batches = [
+    return [
         {k: v.to(device) for k, v in batch.items()}
         for start in range(0, len(encoded), batch_size)
         for batch in collate_groups(encoded[start : start + batch_size], pad_id)
     ]
+
+
+@torch.no_grad()
+def mean_loss(model: Any, batches: Sequence[dict[str, torch.Tensor]], skipped: Sequence[int] = ()) -> float:
+    """Mean next-token cross-entropy over the labelled tokens of ``batches``, with the ``skipped``
+    decoder layers passing their input through (the loss of the model they would be cut from)."""
+    model.eval()
+    total, tokens = 0.0, 0
+    with identity_hooks(model, list(skipped)):
+        for batch in batches:
+            loss, count = _loss_sum(model, batch)
+            total, tokens = total + loss, tokens + count
+    return total / max(1, tokens)
+
+
+def sleb(scores: RedundancyScores, ratio: float, protected=(), model=None, processor=None, calib=None, batch_size: int = 8,
+         state: str | Path | None = None, **_) -> Plan:
+    """Iterative: remove the block whose removal raises calibration loss least, re-score, repeat.
+    ``state``: where the finished removal steps are saved and resumed from (``sleb_order``)."""
+    if model is None or processor is None or not calib:
+        raise ValueError("sleb needs the model, its processor and calibration samples with answers")
+    n = scores.num_layers
+    batches = loss_batches(model, processor, calib, batch_size)
     budget = drop_budget(ratio, n)
     resumed = min(budget, len(_load_state(Path(state), _fingerprint(batches, n, protected))[0])) if state is not None else 0
     removed, history = sleb_order(model, batches, budget, tuple(protected), state=state)
