@@ -196,8 +196,30 @@ def test_consecutive_and_random_and_interlace_tn():
 
 
 def test_registry_lists_every_method_with_a_paper():
-    expected = {"interlace", "interlace-oa", "interlace-tn", "shortgpt", "angular", "sleb", "consecutive", "random", "magnitude-2:4", "wanda-2:4"}
+    expected = {"interlace", "interlace-oa", "interlace-tn", "shortgpt", "angular", "reverse", "deepest-block", "sleb", "consecutive", "random",
+                "magnitude-2:4", "wanda-2:4", "auto"}
     assert expected <= set(METHODS)
-    assert all(m.paper.startswith("https://arxiv.org/abs/") and m.description for m in METHODS.values())
+    # every rule from a paper; the chooser follows NVIDIA Model-Optimizer's candidate search
+    assert all(m.paper.startswith("https://arxiv.org/abs/") and m.description for n, m in METHODS.items() if n != "auto")
+    assert METHODS["auto"].paper == "https://github.com/NVIDIA/TensorRT-Model-Optimizer"
     with pytest.raises(ValueError, match="choose from"):
         get_method("slab")
+
+
+def test_every_layer_method_has_a_paper_a_heal_rule_and_a_compare_row():
+    from interlace.compare import ALL
+
+    for name, method in METHODS.items():
+        assert method.paper.startswith("https://") and method.heals and method.description
+        if method.kind == "layers" and name != "auto":  # auto chooses among these rows' plans
+            assert (name if method.heals_by_definition else f"{name}-ft") in ALL, name
+    assert "2411.15558" in METHODS["reverse"].paper and "2403.17887" in METHODS["deepest-block"].paper
+    assert METHODS["auto"].needs_train and METHODS["auto"].heals_by_definition
+
+
+def test_select_layers_asks_auto_for_its_healing_inputs():
+    from interlace.scores import RedundancyScores
+
+    scores = RedundancyScores(num_layers=8, similarity={1: [0.5] * 8, 2: [0.5] * 7, 3: [0.5] * 6}, num_samples=1)
+    with pytest.raises(ValueError, match="auto heals candidate plans: pass train= .* and heal_config="):
+        select_layers("auto", scores, 0.25, model=object(), processor=object(), calib=[{}])

@@ -64,3 +64,52 @@ def test_prune_smollm2_on_real_text(smollm2_dir, tmp_path):
     answers = report["answers"]
     assert "Paris" in answers["dense"][0]["answer"] and all(a["answer"] for a in answers["pruned"])
     assert "dense:" in result.stdout and "pruned:" in result.stdout
+
+
+# ------------------------------------------------------------- Gemma 3 270M, a second family
+
+# Gemma 3's attention pattern: five sliding-window layers, then a global one (layers 5, 11, 17).
+GEMMA_TYPES = (["sliding_attention"] * 5 + ["full_attention"]) * 3
+
+
+@pytest.fixture(scope="module")
+def gemma_dir():
+    try:
+        return zoo.materialize("gemma3-270m")
+    except zoo.RealModelUnavailable as error:
+        pytest.fail(f"{error} (`make test` installs it)")
+
+
+def test_the_converted_gemma3_is_plain_gemma3_text(gemma_dir):
+    model = AutoModelForCausalLM.from_pretrained(gemma_dir)
+    config = model.config
+    assert type(model).__name__ == "Gemma3ForCausalLM" and config.model_type == "gemma3_text"
+    assert config.num_hidden_layers == 18 and config.layer_types == GEMMA_TYPES
+    assert config.vocab_size == 262144 and config.tie_word_embeddings
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    assert getattr(config, "quantization_config", None) is None
+    source = json.loads((gemma_dir / "interlace_source.json").read_text())
+    assert source["licence"].startswith("Gemma Terms of Use") and "Q4_K_M" in source["note"]
+    assert not (gemma_dir.parent / "gemma-3-270m.gguf").exists()  # the reassembled GGUF is removed
+
+
+def test_prune_gemma3_keeps_the_attention_pattern_of_the_kept_layers(gemma_dir, tmp_path):
+    """A small budget through the CLI, reverse order with the first layers protected; the pruned
+    checkpoint's layer_types are those of the kept layers, in order."""
+    out = tmp_path / "gemma-r25"
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "COLUMNS": "120", "INTERLACE_CACHE": str(gemma_dir.parent)}
+    result = subprocess.run(
+        [sys.executable, "-m", "interlace", "prune", "gemma3-270m", "--method", "shortgpt", "--protect", "first:2,17",
+         "--ratio", "0.25", "--data", "pydocs", "--calib-samples", "8", "--train-samples", "8", "--batch-size", "4",
+         "--micro-batch-size", "4", "--lr", "1e-4", "--eval-samples-per-task", "4", "--threads", "1", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=1800,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads((out / "interlace_manifest.json").read_text())
+    dropped = manifest["report"]["plan"]["dropped"]
+    assert len(dropped) == 4 and not {0, 1, 17} & set(dropped)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    kept = [i for i in range(18) if i not in dropped]
+    assert model.config.num_hidden_layers == 14 and model.config.layer_types == [GEMMA_TYPES[i] for i in kept]
+    assert [layer.self_attn.layer_type for layer in model.model.layers] == model.config.layer_types  # reloaded, so each layer reads its own entry
+    assert manifest["verification"]["model_class"] == "Gemma3ForCausalLM"

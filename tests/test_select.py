@@ -133,3 +133,71 @@ def test_a_ratio_that_drops_no_layer_is_the_same_clear_error_for_every_method(me
 
     with pytest.raises(SelectionError, match=r"K = floor\(ratio x L\) = 0 removes no layer of 8; raise --ratio"):
         select_layers(method, scores(8, [0.5] * 7), 0.1)
+
+
+# The field's baselines (arXiv 2411.15558, 2403.17887) and --protect.
+
+
+def test_reverse_drops_the_deepest_layers_and_heals_the_last_three_kept():
+    from interlace.methods import METHODS, select_layers
+
+    plan = select_layers("reverse", scores(12, [0.5] * 11), 0.25)  # K = 3
+    assert (plan.dropped, plan.finetuned) == ([9, 10, 11], [6, 7, 8])
+    plan = select_layers("reverse", scores(12, [0.5] * 11), 0.25, protected=(10, 11))
+    assert (plan.dropped, plan.finetuned) == ([7, 8, 9], [6, 10, 11])  # protected layers may still train
+    assert "2411.15558" in METHODS["reverse"].paper and "last three" in METHODS["reverse"].heals
+
+
+def test_deepest_block_keeps_the_final_layer():
+    from interlace.methods import METHODS, select_layers
+
+    plan = select_layers("deepest-block", scores(12, [0.5] * 11), 0.25)
+    # each dropped layer's successor heals: 11 after 8, then the kept layers before the block
+    assert (plan.dropped, plan.finetuned) == ([8, 9, 10], [6, 7, 11])
+    assert select_layers("deepest-block", scores(12, [0.5] * 11), 0.25, protected=(9,)).dropped == [7, 8, 10]
+    assert "2403.17887" in METHODS["deepest-block"].paper
+
+
+def test_parse_protect_reads_first_last_and_indices_and_refuses_the_rest():
+    from interlace.methods.protect import parse_protect
+
+    assert parse_protect("first:4,last:2", 30) == (0, 1, 2, 3, 28, 29)
+    assert parse_protect(" 0, 5 ,first:2", 30) == (0, 1, 5)
+    assert parse_protect("", 30) == ()
+    with pytest.raises(ValueError, match=r"--protect 'top:3': 'top:3' is not first:N, last:M or a layer index; write e\.g\."):
+        parse_protect("top:3", 30)
+    with pytest.raises(ValueError, match=r"30 is beyond the model's 30 layers \(0\.\.29\)"):
+        parse_protect("30", 30)
+    with pytest.raises(ValueError, match=r"last:31 is beyond the model's 30 layers \(at most 30\)"):
+        parse_protect("last:31", 30)
+
+
+SCORE_METHODS = ["interlace", "interlace-oa", "interlace-tn", "shortgpt", "angular", "reverse", "deepest-block", "consecutive", "consecutive-sk", "random"]
+
+
+@pytest.mark.parametrize("method", SCORE_METHODS)
+def test_every_layer_method_honours_protection(method):
+    """Protect the layers a method drops unprotected: it drops as many, none of them again."""
+    from interlace.methods import select_layers
+
+    rng = np.random.default_rng(0)
+    s = scores(16, list(rng.uniform(0.3, 0.9, 15)), list(rng.uniform(0.3, 0.9, 14)))
+    free = select_layers(method, s, 0.2)
+    guarded = select_layers(method, s, 0.2, protected=tuple(free.dropped))
+    assert len(guarded.dropped) == len(free.dropped) == 3
+    assert not set(guarded.dropped) & set(free.dropped)
+
+
+def test_a_budget_that_cannot_fit_beside_protected_layers_is_a_validation_error(tmp_path):
+    from interlace.config import PruneConfig, protect_problems, validate
+
+    assert protect_problems("first:4,last:2", ["reverse"], [0.25], 12) == []
+    problems = protect_problems("first:6,last:4", ["reverse", "shortgpt-ft"], [0.25], 12)
+    fix = "but --protect leaves only 2 unprotected; lower --ratio or protect fewer layers (--protect first:6,last:4)"
+    assert problems == [f"--ratio 0.25 asks {m} to drop 3 of 12 layers, {fix}" for m in ("reverse", "shortgpt")]
+    assert protect_problems("first:x", ["reverse"], [0.25], None) == [
+        "--protect 'first:x': 'first:x' is not first:N, last:M or a layer index; write e.g. first:4,last:2 or 0,1,29"
+    ]
+    with pytest.raises(Exception, match="--protect leaves only 2 unprotected"):  # the embedded model has 12 layers
+        validate(PruneConfig(out=tmp_path / "out", method="shortgpt", protect="first:6,last:4"))
+    assert not (tmp_path / "out").exists()

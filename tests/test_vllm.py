@@ -1,7 +1,8 @@
 """Pruned checkpoints serve in vLLM: greedy tokens equal transformers' greedy ``generate``.
 
 Tiny random Llama and Qwen3 checkpoints, dense and with layer 0, a middle layer or the last one
-cut; the real SmolLM2-135M-Instruct dense and with 7 of 30 layers cut, on chat prompts; the
+cut; the real SmolLM2-135M-Instruct dense and with 7 of 30 layers cut, on chat prompts; the real
+Gemma 3 270M dense and with 4 of 18 layers cut (its sliding/global pattern sliced), on text; the
 embedded LLaVA (through vLLM's Transformers backend: the native class needs torchvision, see
 ``interlace.serve``). One vLLM worker serves the whole module. Marked ``vllm``; `make test` builds
 ``.venv-vllm`` first, and without it these tests fail saying to run `make vllm-setup`.
@@ -132,6 +133,40 @@ def test_smollm2_greedy_equals_transformers(worker, smollm2, which):
     assert_same_greedy(got, expected[which])
     layers = json.loads((dirs[which] / "config.json").read_text())["num_hidden_layers"]
     assert layers == (30 if which == "dense" else 23)
+
+
+# Gemma 3 270M (gemma3_text, a second family): sliding-window and global layers 5:1. The cut takes
+# the global layer 5 and three sliding ones, so the kept layers' layer_types are no longer periodic.
+GEMMA_DROP = [4, 5, 10, 16]
+TEXTS = ["The capital of France is", "def fibonacci(n):", "Three prime numbers are", "A neural network is"]
+
+
+@pytest.fixture(scope="module")
+def gemma3(tmp_path_factory):
+    from interlace.loading import resolve
+
+    dense = Path(resolve("gemma3-270m"))
+    tokenizer = AutoTokenizer.from_pretrained(dense)
+    model = AutoModelForCausalLM.from_pretrained(dense, dtype=torch.float32).eval()
+    prompts = [tokenizer(text)["input_ids"] for text in TEXTS]  # the base model: no chat template
+    expected = {"dense": reference(model, [{"input_ids": torch.tensor([p])} for p in prompts], 16)}
+    remove_layers(model, GEMMA_DROP)
+    pruned = tmp_path_factory.mktemp("gemma3-pruned")
+    model.save_pretrained(pruned)
+    tokenizer.save_pretrained(pruned)
+    expected["pruned"] = reference(model, [{"input_ids": torch.tensor([p])} for p in prompts], 16)
+    return {"dense": dense, "pruned": pruned}, prompts, expected
+
+
+@pytest.mark.parametrize("which", ["dense", "pruned"])
+def test_gemma3_greedy_equals_transformers(worker, gemma3, which):
+    dirs, prompts, expected = gemma3
+    worker.load(dirs[which], max_model_len=512)
+    assert_same_greedy(worker.greedy(prompts, 16), expected[which])
+    config = json.loads((dirs[which] / "config.json").read_text())
+    pattern = (["sliding_attention"] * 5 + ["full_attention"]) * 3
+    kept = [i for i in range(18) if which == "dense" or i not in GEMMA_DROP]
+    assert config["num_hidden_layers"] == len(kept) and config["layer_types"] == [pattern[i] for i in kept]
 
 
 # ----------------------------------------------------------------------------- the embedded VLM

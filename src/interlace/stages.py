@@ -1,11 +1,12 @@
 """The select -> cut -> heal core that `prune`, `compare` and `sweep` share.
 
 Each step is one function, so the three callers cannot drift apart: ``calibrate`` scores the
-layers with every distance the methods need, ``select`` makes a plan, ``apply_plan`` cuts a
-model in place (or sparsifies it through the method's own hook), and ``heal_plan`` heals the
-plan's survivors with the anchors mapped to their positions after the cut. ``needs_teacher``
-decides once whether healing needs the dense model beside the pruned one. ``pruned_copy`` does
-the last steps on a copy, leaving the dense model untouched as the teacher (compare, sweep).
+layers with every distance the methods need, ``select`` makes a plan (keeping the layers the
+architecture and ``--protect`` protect), ``apply_plan`` cuts a model in place (or sparsifies it
+through the method's own hook), and ``heal_plan`` heals the plan's survivors with the anchors
+mapped to their positions after the cut. ``needs_teacher`` decides once whether healing needs the
+dense model beside the pruned one. ``pruned_copy`` does the last steps on a copy, leaving the
+dense model untouched as the teacher (compare, sweep, the plan chooser).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from interlace.heal import HealConfig, HealResult
 from interlace.methods import Plan, get_method, required_ks, select_layers
+from interlace.methods.protect import parse_protect
 from interlace.scores import RedundancyScores
 
 
@@ -44,13 +46,23 @@ def calibrate(
     return compute_scores(model, processor, list(calib), ks=score_ks(methods, ratios, num_layers), **kwargs)
 
 
+def protected_layers(arch: Any, protect: str = "") -> tuple[int, ...]:
+    """The layers no method may drop: the architecture's (Qwen3-VL DeepStack under "protect") and
+    the user's ``--protect`` spec (``interlace.methods.protect``)."""
+    return tuple(sorted({*arch.protected, *parse_protect(protect, len(arch.layers))}))
+
+
 def select(method: str, scores: RedundancyScores, ratio: float, arch: Any, *, model: Any, processor: Any,
-           calib: Sequence[dict], seed: int = 0, use_final_state: bool = False, state: Path | None = None) -> Plan:
-    """The plan of ``method`` at ``ratio``, never touching a layer the architecture protects.
-    ``state``: a file where a method that runs long (SLEB) saves its progress and resumes from it."""
+           calib: Sequence[dict], seed: int = 0, use_final_state: bool = False, state: Path | None = None,
+           protect: str = "", train: Sequence[dict] | None = None, heal_config: HealConfig | None = None) -> Plan:
+    """The plan of ``method`` at ``ratio``, never dropping a layer the architecture or ``protect``
+    protects. ``state``: a file where a method that runs long (SLEB) saves its progress and
+    resumes from it. ``train`` and ``heal_config``: the healing rows and options, which the plan
+    chooser (``auto``) spends a share of on its finalists; other methods ignore them."""
     return select_layers(
-        method, scores, ratio, protected=arch.protected, use_final_state=use_final_state, seed=seed,
+        method, scores, ratio, protected=protected_layers(arch, protect), use_final_state=use_final_state, seed=seed,
         model=model, processor=processor, calib=list(calib), state=state,
+        train=list(train) if train is not None else None, heal_config=heal_config,
     )
 
 

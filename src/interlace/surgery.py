@@ -17,6 +17,7 @@ before. The matching reference therefore makes layer ``d`` identity *and* silenc
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -27,6 +28,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from interlace.arch import KEPT_FIELD, cut_config, deepstack_count, get_arch, plan_kept
+from interlace.typecheck import expect
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,11 @@ def remove_layers(model: PreTrainedModel, indices: Sequence[int], *, deepstack: 
         ValueError: indices out of range, duplicated, removing every layer, or hitting a
             DeepStack layer under ``deepstack="protect"``.
         UnsupportedModelError: the architecture is unknown (see ``interlace.arch``).
+        TypeError: model is not a torch module, or indices not a sequence of ints.
     """
+    expect(model, nn.Module, "model", "a loaded transformers model")
+    if isinstance(indices, str | bytes) or not all(isinstance(i, numbers.Integral) for i in indices):
+        raise TypeError(f"indices must be a sequence of decoder layer indices (ints), got {indices!r}")
     arch = get_arch(model)
     kept = plan_kept(model.config, indices, deepstack=deepstack)
     before = len(arch.layers)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from interlace.heal import HealConfig
+from interlace.suites import format_retention
 
 
 @dataclass
@@ -69,7 +70,10 @@ class Session:
 
         ratio = ratio_for(k, self.num_layers)
         if k not in self._plans:
-            self._plans[k] = select(self.method, self.scores, ratio, self.arch, model=self.model, processor=self.processor, calib=self.calib, seed=self.seed)
+            self._plans[k] = select(
+                self.method, self.scores, ratio, self.arch, model=self.model, processor=self.processor, calib=self.calib,
+                seed=self.seed, train=self.train, heal_config=self.heal_config,  # the plan chooser (auto) heals briefly
+            )
         return self._plans[k]
 
     def max_feasible(self) -> int:
@@ -121,7 +125,7 @@ class Session:
         if bench:
             probe.speedup = _speedup(self.model, pruned, self.processor, True)
         name = "test" if split == "test" else "validation"
-        self.log(f"  ratio {ratio} ({k} layers): {name} retention {probe.retention:.3f}, FLOP bound {probe.flop_bound:.3f}x")
+        self.log(f"  ratio {ratio} ({k} layers): {name} retention {format_retention(probe.retention)}, FLOP bound {probe.flop_bound:.3f}x")
         return probe
 
 
@@ -168,12 +172,13 @@ def search_ratio(
         k = (low + high) // 2
         probe = session.probe(k, n_per_task, "calib")
         probes.append(probe)
-        if probe.retention >= target_retention:
+        if probe.retention is not None and probe.retention >= target_retention:
             best, low = k, k + 1
         else:
             high = k - 1
     if best is None:
-        raise ValueError(f"--target-retention {target_retention}: even 1 of {session.num_layers} layers removed keeps only {probes[-1].retention:.3f}")
+        kept = format_retention(probes[-1].retention)
+        raise ValueError(f"--target-retention {target_retention}: even 1 of {session.num_layers} layers removed keeps only {kept}")
     return ratio_for(best, session.num_layers), probes
 
 

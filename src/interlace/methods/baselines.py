@@ -1,5 +1,6 @@
 """The training-free layer-removal baselines that need only redundancy scores, and the paper's
-block and random ablations: ShortGPT, angular distance, consecutive blocks, random."""
+block and random ablations: ShortGPT, angular distance, reverse order, the deepest block that keeps
+the final layer, consecutive blocks, random."""
 
 from __future__ import annotations
 
@@ -31,6 +32,40 @@ def angular(scores: RedundancyScores, ratio: float, protected=(), **_) -> Plan:
         raise SelectionError(f"no block of {k} unprotected consecutive layers; lower --ratio")
     best = min(starts, key=lambda i: (distance[i], i))
     return plan_from_drops("angular", n, list(range(best, best + k)))
+
+
+# Lu et al. (arXiv 2411.15558, section 4) finetune the last three remaining layers.
+REVERSE_HEALED = 3
+
+
+def reverse(scores: RedundancyScores, ratio: float, protected=(), **_) -> Plan:
+    """Reverse order (Lu et al., "Reassessing Layer Pruning in LLMs", ICLR 2026, arXiv 2411.15558,
+    section 3): drop the K deepest unprotected layers. Its healing trains the last three kept
+    layers (the paper also trains lm_head, which here is ``--train-lm-head`` on an untied head).
+
+    Scores are not read: the rule is position alone, which the paper finds beats BI, Taylor and
+    perplexity metrics on Llama-3 after the same finetuning.
+    """
+    n, k = scores.num_layers, drop_budget(ratio, scores.num_layers)
+    allowed = [i for i in range(n) if i not in protected]
+    if len(allowed) < k:
+        raise SelectionError(f"only {len(allowed)} of {n} layers are unprotected, fewer than the {k} to drop; lower --ratio or --protect")
+    dropped = allowed[-k:]
+    kept = [i for i in range(n) if i not in dropped]
+    return plan_from_drops("reverse", n, dropped, kept[-REVERSE_HEALED:])
+
+
+def deepest_block(scores: RedundancyScores, ratio: float, protected=(), **_) -> Plan:
+    """Gromov et al.'s simple heuristic (arXiv 2403.17887, section 4.2): drop the K deepest layers
+    but keep the final one, which every pruning study finds the costliest to lose. Protected
+    layers are skipped, so the dropped layers are the K deepest unprotected ones below the last.
+    The "-FT" variant heals the successor of each dropped layer, like the other baselines.
+    """
+    n, k = scores.num_layers, drop_budget(ratio, scores.num_layers)
+    allowed = [i for i in range(n - 1) if i not in protected]
+    if len(allowed) < k:
+        raise SelectionError(f"only {len(allowed)} layers below the final one are unprotected, fewer than the {k} to drop; lower --ratio or --protect")
+    return plan_from_drops("deepest-block", n, allowed[-k:])
 
 
 def consecutive(scores: RedundancyScores, ratio: float, protected=(), **_) -> Plan:

@@ -35,6 +35,8 @@ class Plan:
     groups: list[Group] = field(default_factory=list)
     path: str = "triplets"  # "triplets", "triplets+pairs", or a method-specific word
     log: list[str] = field(default_factory=list)
+    # The plan chooser's record (``auto``): every candidate with its measures, and the extra cost.
+    choice: dict | None = None
 
     @property
     def kept(self) -> list[int]:
@@ -59,7 +61,7 @@ class Plan:
     @classmethod
     def from_json(cls, data: dict) -> Plan:
         fields = {k: data[k] for k in ("method", "num_layers", "dropped", "finetuned", "anchors", "path", "log")}
-        return cls(groups=[Group(**g) for g in data.get("groups", [])], **fields)
+        return cls(groups=[Group(**g) for g in data.get("groups", [])], choice=data.get("choice"), **fields)
 
 
 def drop_budget(ratio: float, num_layers: int) -> int:

@@ -9,16 +9,18 @@ sparsity in ``sparsity``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import partial
 
 from interlace.methods import baselines
+from interlace.methods.chooser import choose
 from interlace.methods.interlace import interlace_select, interlace_tn
 from interlace.methods.plan import Plan, check_budget, drop_budget
 from interlace.methods.sleb import sleb
 from interlace.methods.sparsity import apply_sparsity, sparsity_plan
 from interlace.scores import RedundancyScores
+from interlace.typecheck import expect
 
 
 def _all_but_two(num_layers: int) -> int:
@@ -45,8 +47,10 @@ class Method:
         capacity: the most drops its shape fits in L layers (K <= capacity(L)).
         shape: why, for the error when K does not fit.
         apply: for kind "sparsity", (name, model, processor, calib) -> a record of what it did.
-        family: "interlace" for the method and its ablations that keep its triplet rule, else
-            "baseline" (reports colour them apart).
+        family: "interlace" for the method and its ablations that keep its triplet rule,
+            "chooser" for ``auto``, else "baseline" (reports colour them apart).
+        needs_train: selection heals candidate plans briefly (``auto``): it needs the healing
+            rows (``train``) and options (``heal_config``) as well as the model.
     """
 
     name: str
@@ -63,6 +67,7 @@ class Method:
     shape: str = ""
     apply: Callable[..., dict] | None = None
     family: str = "baseline"
+    needs_train: bool = False
 
     def ks_for(self, ratio: float, num_layers: int) -> tuple[int, ...]:
         """The s_k distances this method needs to select at ``ratio`` in ``num_layers`` layers."""
@@ -90,6 +95,9 @@ def _interlace(drop_rule: str, name: str):
 
 
 ARXIV = "https://arxiv.org/abs/"
+# NVIDIA Model-Optimizer ranks candidate pruned architectures by a short distillation of the top
+# few, as one-shot scores rank them poorly after healing; ``auto`` does the same with plans.
+MODELOPT = "https://github.com/NVIDIA/TensorRT-Model-Optimizer"
 PAPER = ARXIV + "2511.19676"
 PAIRS = "each drop needs a pair of layers (the dropped one and its finetuned survivor)"
 BLOCK = "the block of K dropped layers is followed by the K it finetunes"
@@ -102,10 +110,13 @@ METHODS: dict[str, Method] = {
         Method("interlace-tn", "INTERLACE ablation: S1 only, drop the most redundant layer, finetune the next, no anchor.", PAPER, "the layer after each dropped one", interlace_tn, **TRIPLETS),
         Method("shortgpt", "Drop the K layers with the lowest Block Influence (1 - cos(input, output)).", ARXIV + "2403.03853", "the kept layer after each dropped one", baselines.shortgpt),
         Method("angular", "Drop the contiguous block of K layers with the smallest angular distance between its input and output.", ARXIV + "2403.17887", "the kept layer after each dropped one", baselines.angular, block_k=True),
+        Method("reverse", "Drop the K deepest layers (reverse order); its -FT heals the last three kept layers.", ARXIV + "2411.15558", "the last three kept layers (lm_head too with --train-lm-head)", baselines.reverse),
+        Method("deepest-block", "Drop the K layers just below the final layer, which is kept.", ARXIV + "2403.17887", "the kept layer after each dropped one", baselines.deepest_block),
         Method("consecutive", "Paper ablation: drop the K consecutive layers from the one with the highest S1, finetune the next K.", PAPER, "the K layers after the block", baselines.consecutive, heals_by_definition=True, capacity=_halves, shape=BLOCK),
         Method("consecutive-sk", "Variant of that ablation: drop the block of K layers with the highest S_K, finetune the next K.", PAPER, "the K layers after the block", baselines.consecutive_sk, block_k=True, heals_by_definition=True, capacity=_halves, shape=BLOCK),
         Method("random", "Paper ablation: random layers to drop and random survivors to finetune (seeded).", PAPER, "K random kept layers", baselines.random, heals_by_definition=True),
         Method("sleb", "Iteratively remove the block whose removal raises calibration loss least, re-scoring each time.", ARXIV + "2402.09025", "the kept layer after each dropped one", sleb, needs_model=True),
+        Method("auto", "Plan chooser: every layer method's plan (plain and protected) screened by calibration loss, the best few healed briefly, the best on held-aside loss kept.", MODELOPT, "the chosen candidate's survivors", choose, needs_model=True, needs_train=True, heals_by_definition=True, block_k=True, family="chooser"),
         Method("magnitude-2:4", "Keep the 2 largest |W| of every 4 input weights of each decoder linear; removes no layers.", ARXIV + "2306.11695", "nothing (masks would densify)", sparsity_plan("magnitude-2:4"), kind="sparsity", apply=partial(apply_sparsity, "magnitude-2:4")),
         Method("wanda-2:4", "Keep the 2 largest |W| x ||X|| of every 4 input weights of each decoder linear; removes no layers.", ARXIV + "2306.11695", "nothing (masks would densify)", sparsity_plan("wanda-2:4"), kind="sparsity", needs_model=True, apply=partial(apply_sparsity, "wanda-2:4")),
     )
@@ -123,8 +134,9 @@ def required_ks(name: str, ratio: float, num_layers: int) -> tuple[int, ...]:
     return get_method(name).ks_for(ratio, num_layers)
 
 
-def budget_problems(ratio: float, name: str, num_layers: int) -> list[str]:
-    """Whether K = floor(ratio x L) drops fit method ``name``'s shape in L layers (no scores needed)."""
+def budget_problems(ratio: float, name: str, num_layers: int, protected: Collection[int] = ()) -> list[str]:
+    """Whether K = floor(ratio x L) drops fit method ``name``'s shape in L layers beside the
+    ``protected`` ones (no scores needed; a rule may still fail to place them, e.g. a block)."""
     method, drops = get_method(name), drop_budget(ratio, num_layers)
     if drops == 0:
         return [f"--ratio {ratio} removes no layer of {num_layers} (K = floor(ratio x L) = 0); raise --ratio"]
@@ -135,19 +147,32 @@ def budget_problems(ratio: float, name: str, num_layers: int) -> list[str]:
             f"--ratio {ratio} asks {name} to drop {drops} of {num_layers} layers, but {method.shape}, "
             f"so at most {method.capacity(num_layers)} fit; lower --ratio"
         ]
+    free = num_layers - len(set(protected))
+    if method.kind == "layers" and drops > free:
+        return [
+            f"--ratio {ratio} asks {name} to drop {drops} of {num_layers} layers, but --protect leaves only {free} "
+            f"unprotected; lower --ratio or protect fewer layers"
+        ]
     return []
 
 
 def select_layers(name: str, scores: RedundancyScores, ratio: float, **kwargs) -> Plan:
-    """Run a registered method on scores; kwargs: protected, use_final_state, seed, model, processor, calib, state.
+    """Run a registered method on scores; kwargs: protected, use_final_state, seed, model, processor,
+    calib, state, and for ``auto`` train and heal_config.
 
     Raises:
         SelectionError: K = floor(ratio x L) is 0 or leaves fewer than 2 layers, or the method's
             rules cannot place K drops.
+        TypeError: name, scores or ratio of the wrong type.
     """
+    expect(name, str, "name", "a method name such as 'interlace' (see METHODS)")
+    expect(scores, RedundancyScores, "scores", "RedundancyScores (from compute_scores or load_scores)")
+    expect(ratio, (int, float), "ratio", "a number between 0 and 1")
     method = get_method(name)
     if method.needs_model and (kwargs.get("model") is None or kwargs.get("processor") is None or not kwargs.get("calib")):
         raise ValueError(f"{name} runs the model: pass model=, processor= and calib= (calibration samples)")
+    if method.needs_train and (not kwargs.get("train") or kwargs.get("heal_config") is None):
+        raise ValueError(f"{name} heals candidate plans: pass train= (healing samples) and heal_config=")
     if method.kind == "layers":
         check_budget(drop_budget(ratio, scores.num_layers), scores.num_layers)
     return method.select(scores, ratio, **kwargs)

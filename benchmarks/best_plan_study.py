@@ -1,0 +1,258 @@
+"""Which pruned model is best on real weights: every layer method at ratio 0.25, healed with the
+same budget, against dense and Dense-FT, plus the plan chooser (``auto``).
+
+One row per method (``<method>`` for those that heal by definition, ``<method>-ft`` for a
+training-free baseline given the same healing, ``+protect`` to add LLM-Pruner's fragile-layer
+protection, ``auto`` for the chooser). Each row heals on the same pydocs healing passages with
+the same options (AdamW, cosine, 3% warmup, batch 8, one epoch: ``--train`` passages make
+``--train / 8`` optimizer steps) and is measured on held-out pydocs passages, never seen by
+calibration or healing: perplexity over at least ``--min-tokens`` tokens with a 95% bootstrap
+interval over passages, and the continuation and cloze tasks.
+
+Resumable: each finished row is one JSON file in ``--out``, written atomically; a rerun skips
+the rows there (and refuses a directory made under other settings), SLEB's removal steps are
+saved as they finish, and the table is rewritten after every row. One torch thread by default,
+so the study shares a machine politely:
+
+    nohup nice -n 10 .venv/bin/python benchmarks/best_plan_study.py --model smollm2 \\
+        --out docs/study/smollm2 > docs/study/smollm2.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import fcntl
+import json
+import math
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from interlace.files import write_atomic
+
+# Cheap and informative first, SLEB (an hour of removal trials on SmolLM2) last.
+ROWS = (
+    "dense", "dense-ft", "shortgpt-ft", "angular-ft", "reverse-ft", "deepest-block-ft", "interlace",
+    "interlace+protect", "interlace-tn", "interlace-oa", "consecutive", "consecutive-sk", "auto", "random", "sleb-ft",
+)
+
+
+def bootstrap_ppl(nll: Sequence[float], tokens: Sequence[int], resamples: int = 2000, level: float = 0.95,
+                  seed: int = 0) -> tuple[float, float, float]:
+    """Perplexity over passages and its percentile bootstrap interval, passages resampled.
+
+    Args:
+        nll: each passage's summed next-token negative log-likelihood (nats).
+        tokens: each passage's predicted token count.
+        resamples: bootstrap draws.
+        level: the interval's coverage.
+        seed: the draws' seed.
+
+    Returns:
+        (perplexity, low, high): exp(sum nll / sum tokens) of the passages, and the interval's ends.
+    """
+    nll, tokens = np.asarray(nll, dtype=np.float64), np.asarray(tokens, dtype=np.float64)
+    if nll.shape != tokens.shape or nll.ndim != 1 or len(nll) < 2 or (tokens <= 0).any():
+        raise ValueError("need two or more passages, each with a positive token count and one nll")
+    draws = np.random.default_rng(seed).integers(0, len(nll), size=(resamples, len(nll)))  # (R, N) passage indices
+    ppl = np.exp(nll[draws].sum(1) / tokens[draws].sum(1))  # (R,)
+    tail = (1 - level) / 2
+    low, high = np.quantile(ppl, [tail, 1 - tail])
+    return float(math.exp(nll.sum() / tokens.sum())), float(low), float(high)
+
+
+def parse_row(row: str) -> tuple[str, bool, bool]:
+    """'<method>[-ft][+protect]' -> (method, heal a training-free method, protect the fragile layers)."""
+    base, protect = row.removesuffix("+protect"), row.endswith("+protect")
+    return base.removesuffix("-ft"), base.endswith("-ft"), protect
+
+
+def passage_nll(model, tokenizer, passages: Sequence[dict]) -> tuple[list[float], list[int]]:
+    """Each passage's summed next-token NLL and token count (the library's perplexity, one at a time)."""
+    from interlace.evaluate_text import perplexity
+
+    nll, tokens = [], []
+    for passage in passages:
+        ppl, count = perplexity(model, tokenizer, [passage], batch_size=1)
+        nll.append(math.log(ppl) * count)
+        tokens.append(count)
+    return nll, tokens
+
+
+def held_out(tokenizer, min_tokens: int, items: int, seed: int = 0) -> tuple[list[dict], list, list]:
+    """The first test passages that hold ``min_tokens`` predicted tokens, and the task items."""
+    from interlace.data.realtext import load_passages
+    from interlace.evaluate_text import choice_items, cloze_items
+
+    passages = load_passages("test", None, seed)
+    tok = getattr(tokenizer, "tokenizer", tokenizer)
+    chosen, total = [], 0
+    for passage in passages:
+        if total >= min_tokens:
+            break
+        chosen.append(passage)
+        total += len(tok(passage["text"], add_special_tokens=True, truncation=True, max_length=512)["input_ids"]) - 1
+    if total < min_tokens:
+        raise SystemExit(f"the held-out split has {total} tokens, fewer than --min-tokens {min_tokens}")
+    return chosen, cloze_items(passages, items), choice_items(passages, items, seed)
+
+
+def measure(model, tokenizer, passages, cloze, choice) -> dict:
+    """Held-out perplexity with its interval, and the two tasks."""
+    from interlace.evaluate_text import choice_predictions, cloze_hits
+
+    model.eval()
+    nll, tokens = passage_nll(model, tokenizer, passages)
+    ppl, low, high = bootstrap_ppl(nll, tokens)
+    hits = cloze_hits(model, tokenizer, cloze)
+    picks = choice_predictions(model, tokenizer, choice)
+    return {
+        "perplexity": ppl, "ci95": [low, high], "tokens": int(sum(tokens)), "passages": len(passages),
+        "cloze": float(np.mean(hits)), "continuation": float(np.mean([p == item.answer for p, item in zip(picks, choice)])),
+        "items": {"cloze": len(cloze), "continuation": len(choice)}, "passage_nll": nll, "passage_tokens": tokens,
+    }
+
+
+def table(out: Path, settings: dict) -> str:
+    """The finished rows as a markdown table, in ``ROWS`` order then any others."""
+    rows = {json.loads(p.read_text())["row"]: json.loads(p.read_text()) for p in out.glob("row-*.json")}
+    order = [r for r in ROWS if r in rows] + sorted(set(rows) - set(ROWS))
+    dense = rows.get("dense", {}).get("perplexity")
+    lines = [
+        f"{settings['model']}: ratio {settings['ratio']}, healing {settings['train']} pydocs passages "
+        f"({settings['steps']} AdamW steps of {settings['batch_size']}, lr {settings['lr']}, cosine, 3% warmup); "
+        f"held-out perplexity over >= {settings['min_tokens']} tokens with 95% bootstrap intervals over passages; "
+        f"{settings['items']} cloze and continuation items.",
+        "",
+        "| row | dropped | healed | perplexity | 95% interval | retention vs dense | continuation | cloze | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in order:
+        r = rows[name]
+        retention = f"{dense / r['perplexity']:.3f}" if dense else "-"
+        lines.append(
+            f"| {name} | {r.get('dropped', '-')} | {r.get('finetuned', '-')} | {r['perplexity']:.2f} | "
+            f"{r['ci95'][0]:.2f}-{r['ci95'][1]:.2f} | {retention} | {r['continuation']:.3f} | {r['cloze']:.3f} | {r['seconds']['total']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2", help="smollm2, gemma3-270m or a checkpoint directory")
+    parser.add_argument("--out", type=Path, required=True, help="results directory (one JSON per row)")
+    parser.add_argument("--rows", default=",".join(ROWS), help="comma list of rows (default: all, in a cheap-first order)")
+    parser.add_argument("--ratio", type=float, default=0.25)
+    parser.add_argument("--calib", type=int, default=32, help="calibration passages (scores, SLEB, the chooser's screen)")
+    parser.add_argument("--train", type=int, default=256, help="healing passages, one epoch")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--min-tokens", type=int, default=20000)
+    parser.add_argument("--items", type=int, default=100, help="cloze and continuation items each")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from interlace.analyze import load_scores, save_scores
+    from interlace.arch import get_arch
+    from interlace.data import sources
+    from interlace.heal import HealConfig
+    from interlace.loading import load_model
+    from interlace.methods import METHODS
+    from interlace.methods.protect import fragile_layers
+    from interlace.stages import calibrate
+
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in rows if r not in ("dense", "dense-ft") and parse_row(r)[0] not in METHODS]
+    if unknown:
+        raise SystemExit(f"--rows: unknown {', '.join(unknown)}; use dense, dense-ft or <method>[-ft][+protect]")
+    settings = {
+        "model": args.model, "ratio": args.ratio, "calib": args.calib, "train": args.train, "batch_size": args.batch_size,
+        "steps": args.train // args.batch_size, "lr": args.lr, "min_tokens": args.min_tokens, "items": args.items, "seed": args.seed,
+    }
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    lock = (out / ".lock").open("w")
+    try:  # two studies on one directory would run the same rows twice; held until the process ends
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"another study is running on {out}; let it finish or stop it first") from None
+    saved = out / "settings.json"
+    if saved.is_file() and json.loads(saved.read_text()) != settings:
+        raise SystemExit(f"{out} holds rows run under other settings ({saved}); pass those or another --out")
+    write_atomic(saved, json.dumps(settings, indent=2))
+    todo = [r for r in rows if not (out / f"row-{r}.json").is_file()]
+    print(f"{len(rows) - len(todo)} of {len(rows)} rows done in {out}; to run: {', '.join(todo) or 'none'}", flush=True)
+    if not todo:
+        (out / "table.md").write_text(table(out, settings))
+        return
+
+    model, tokenizer = load_model(args.model)
+    arch = get_arch(model)
+    calib = sources.load_samples("pydocs", "calib", args.calib, seed=args.seed)
+    train = sources.load_samples("pydocs", "train", args.train, seed=args.seed)
+    passages, cloze, choice = held_out(tokenizer, args.min_tokens, args.items, args.seed)
+    heal_config = HealConfig(lr=args.lr, batch_size=args.batch_size, micro_batch_size=args.batch_size, seed=args.seed)
+    if (out / "scores.json").is_file():
+        scores = load_scores(out / "scores.json")
+    else:
+        layer_methods = [name for name, m in METHODS.items() if m.kind == "layers"]  # rows added later find their windows
+        scores = calibrate(model, tokenizer, calib, layer_methods, [args.ratio], len(arch.layers), progress=False)
+        save_scores(scores, out / "scores.json")
+    fragile = ",".join(str(i) for i in fragile_layers(len(arch.layers)))
+
+    failed = []
+    for row in todo:
+        try:
+            run_row(row, out, settings, model, tokenizer, arch, scores, calib, train, heal_config, (passages, cloze, choice), fragile)
+        except Exception:  # an unattended study goes on with the other rows; a rerun retries this one
+            traceback.print_exc()
+            failed.append(row)
+    if failed:
+        raise SystemExit(f"rows that failed (tracebacks above; rerun to retry them): {', '.join(failed)}")
+
+
+def run_row(row: str, out: Path, settings: dict, model, tokenizer, arch, scores, calib, train, heal_config, held, fragile: str) -> None:
+    """Select, cut, heal and measure one row; write its JSON and the table."""
+    from interlace.heal import heal
+    from interlace.methods import get_method
+    from interlace.stages import pruned_copy, select
+
+    started = time.perf_counter()
+    print(f"{row}: started", flush=True)
+    record: dict = {"row": row}
+    if row in ("dense", "dense-ft"):
+        pruned = model
+        if row == "dense-ft":
+            pruned = copy.deepcopy(model)
+            heal(pruned, tokenizer, train, list(range(len(arch.layers))), heal_config, progress=False)
+        selected = healed = time.perf_counter()
+    else:
+        method, ft, protect = parse_row(row)
+        plan = select(method, scores, settings["ratio"], arch, model=model, processor=tokenizer, calib=calib, seed=settings["seed"],
+                      state=out / "sleb_state.json", protect=fragile if protect else "", train=train, heal_config=heal_config)
+        selected = time.perf_counter()
+        heals = ft or get_method(method).heals_by_definition
+        pruned = pruned_copy(model, tokenizer, plan, train if heals else None, heal_config, calib)
+        healed = time.perf_counter()
+        record.update(dropped=plan.dropped, finetuned=plan.finetuned if heals else [], protected=fragile if protect else "")
+        if plan.choice:
+            record["choice"] = plan.choice
+    record.update(measure(pruned, tokenizer, *held))
+    done = time.perf_counter()
+    record["seconds"] = {"select": round(selected - started, 1), "heal": round(healed - selected, 1),
+                         "evaluate": round(done - healed, 1), "total": round(done - started, 1)}
+    write_atomic(out / f"row-{row}.json", json.dumps(record, indent=1))
+    (out / "table.md").write_text(table(out, settings))
+    print(f"{row}: perplexity {record['perplexity']:.2f} [{record['ci95'][0]:.2f}, {record['ci95'][1]:.2f}] "
+          f"in {record['seconds']['total']:.0f}s ({record['seconds']})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The pure parts of benchmarks/best_plan_study.py: the bootstrap interval and the row names."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+MODULE_SPEC = importlib.util.spec_from_file_location("best_plan_study", Path(__file__).resolve().parents[1] / "benchmarks" / "best_plan_study.py")
+study = importlib.util.module_from_spec(MODULE_SPEC)
+MODULE_SPEC.loader.exec_module(study)
+
+
+def test_bootstrap_ppl_is_the_token_weighted_perplexity_with_an_interval_around_it():
+    nll, tokens = [200.0, 100.0, 330.0, 90.0], [100, 50, 110, 45]
+    ppl, low, high = study.bootstrap_ppl(nll, tokens, resamples=4000)
+    assert ppl == pytest.approx(math.exp(720 / 305))
+    assert low < ppl < high
+    assert low >= math.exp(2.0) - 1e-9 and high <= math.exp(3.0) + 1e-9  # within the passages' own extremes
+    assert study.bootstrap_ppl(nll, tokens, resamples=4000) == (ppl, low, high)  # seeded
+
+
+def test_bootstrap_interval_is_empty_for_identical_passages_and_narrows_with_more_of_them():
+    ppl, low, high = study.bootstrap_ppl([50.0] * 8, [25] * 8)
+    assert ppl == pytest.approx(math.e**2) and low == pytest.approx(ppl) and high == pytest.approx(ppl)
+    rng = np.random.default_rng(0)
+    per_token = rng.uniform(2.0, 4.0, 400)
+    few = study.bootstrap_ppl(per_token[:20] * 100, [100] * 20)
+    many = study.bootstrap_ppl(per_token * 100, [100] * 400)
+    assert many[2] - many[1] < few[2] - few[1]
+
+
+def test_bootstrap_refuses_what_it_cannot_resample():
+    with pytest.raises(ValueError, match="two or more passages"):
+        study.bootstrap_ppl([1.0], [3])
+    with pytest.raises(ValueError, match="positive token count"):
+        study.bootstrap_ppl([1.0, 2.0], [3, 0])
+
+
+def test_row_names():
+    assert study.parse_row("shortgpt-ft") == ("shortgpt", True, False)
+    assert study.parse_row("interlace+protect") == ("interlace", False, True)
+    assert study.parse_row("deepest-block-ft+protect") == ("deepest-block", True, True)
+    assert study.parse_row("auto") == ("auto", False, False)
