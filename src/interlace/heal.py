@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,17 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from interlace.arch import get_arch
 from interlace.config import HealConfig
-from interlace.data.chat import IGNORE_INDEX, collate_groups, encode_for_training
+from interlace.data.chat import IGNORE_INDEX
+from interlace.heal_data import StepDataset, packing_problem, resolve_workers, step_loader, step_order
 from interlace.heal_state import load_checkpoint, restore, save_checkpoint, snapshot, stop_on_signals
 from interlace.losses import hidden_mse_sum, objective
+from interlace.progress import progress as progress_bar
 from interlace.teacher import capture_anchors, teacher_logits
+from interlace.typecheck import expect
 
 __all__ = [
-    "HealConfig", "HealInterrupted", "HealResult", "NonFiniteLossError", "cosine_with_warmup", "heal", "load_checkpoint",
+    "HealConfig", "HealInterrupted", "HealResult", "NoAnswerTokensError", "NonFiniteLossError", "cosine_with_warmup", "heal", "load_checkpoint",
     "set_trainable", "trainable_parameters",
 ]
 
@@ -40,7 +43,13 @@ __all__ = [
 @dataclass
 class HealResult:
     """What a healing run did: its steps and samples, the loss and learning rate of every step, and
-    the number of trained parameters (written to the manifest)."""
+    the number of trained parameters (written to the manifest).
+
+    Throughput (this run's steps): ``step_seconds`` is the time in the step loop, of which
+    ``data_wait_seconds`` waiting for the next step's batches; ``answer_tokens`` are the trained
+    tokens of all processes; ``tokens`` the token positions this process's forwards ran, of which
+    ``padding_tokens`` padding.
+    """
 
     steps: int
     samples: int
@@ -50,6 +59,11 @@ class HealResult:
     wall_seconds: float = 0.0
     resumed_from_step: int = 0
     trainable_parameters: int = 0
+    step_seconds: float = 0.0
+    data_wait_seconds: float = 0.0
+    answer_tokens: int = 0
+    tokens: int = 0
+    padding_tokens: int = 0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -61,6 +75,11 @@ class HealInterrupted(RuntimeError):
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is left as it was."""
+
+
+class NoAnswerTokensError(ValueError):
+    """An optimizer step has no answer token to train on: its samples are all longer than
+    ``max_length`` or have no assistant answer. The loss would be 0/0 (NaN) and the step a no-op."""
 
 
 def set_trainable(model: Any, layer_positions: Sequence[int], train_lm_head: bool = False) -> int:
@@ -119,29 +138,29 @@ def trainable_parameters(model: Any, layer_positions: Sequence[int], config: Hea
     return trained, [p for p in trained.parameters() if p.requires_grad]
 
 
+def _restore_forward(model: Any) -> None:
+    """Put back the forward that ``Accelerator.prepare`` replaced on ``model``, if it did.
+
+    Under mixed precision, accelerate 1.x (``prepare_model``) keeps the model's forward in
+    ``_original_forward`` and installs an autocast one on the instance, with outputs cast to fp32:
+    the healed model would then be evaluated and verified in bf16 against the fp32 weights it
+    saves. ``unwrap_model(keep_fp32_wrapper=False)`` is not used: it follows ``__wrapped__`` past
+    transformers' own decorators of ``forward`` (``can_return_tuple``, output capture) too.
+    """
+    original = model.__dict__.pop("_original_forward", None)
+    if original is None:
+        return
+    if getattr(original, "__self__", None) is model and getattr(original, "__func__", None) is type(model).forward:
+        del model.forward  # the instance attribute: the class's forward shows through again
+    else:  # a forward someone set on the instance before prepare (e.g. an accelerate device hook)
+        model.forward = original
+
+
 def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / max(1, warmup)
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _micro_batches(processor: Any, samples: Sequence[dict], indices: Sequence[int], config: HealConfig) -> tuple[list[dict], int]:
-    """Encode this process's share of one optimizer step into micro-batches.
-
-    Returns the batches and how many samples were dropped (longer than ``config.max_length``, or
-    with no answer tokens).
-    """
-    pad_token_id = getattr(processor, "tokenizer", processor).pad_token_id
-    batches: list[dict] = []
-    skipped = 0
-    for start in range(0, len(indices), config.micro_batch_size):
-        encoded = [encode_for_training(processor, samples[i]) for i in indices[start : start + config.micro_batch_size]]
-        kept = [e for e in encoded if e["input_ids"].shape[1] <= config.max_length and (e["labels"] != IGNORE_INDEX).any()]
-        skipped += len(encoded) - len(kept)
-        if kept:  # with and without images: one forward each, same normalisation
-            batches += collate_groups(kept, pad_token_id)
-    return batches, skipped
 
 
 def _train_step(
@@ -174,14 +193,23 @@ def _train_step(
 
     Raises:
         NonFiniteLossError: on a NaN or inf loss, before its backward.
+        NoAnswerTokensError: the step has no answer token on any process.
     """
     world = accelerator.num_processes
     local_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
     global_tokens = accelerator.reduce(torch.tensor(float(local_tokens), device=accelerator.device), reduction="sum")
+    if global_tokens.item() == 0:  # reduced over processes: every process raises together
+        raise NoAnswerTokensError(
+            f"every sample of the step is longer than max_length={config.max_length} tokens or has no assistant "
+            f"answer, so there is no answer token to train on ({where}); raise --max-length or check the data"
+        )
     step_loss = torch.zeros((), device=accelerator.device)
     for micro, batch in enumerate(micro_batches):
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
         targets = batch.pop("labels")[:, 1:]  # (B, T-1): position t predicts token t+1
+        # Training never reads a KV cache, and transformers 5.x separates packed samples by their
+        # position ids only when there is none (masking_utils.find_packed_sequence_indices).
+        batch["use_cache"] = False
         # DDP all-reduces the gradients once, in the backward of the step's last micro-batch.
         sync = accelerator.no_sync(model) if micro < len(micro_batches) - 1 else contextlib.nullcontext()
         with sync, accelerator.autocast(), capture_anchors(base_model, teacher, anchor_pairs, config) as hidden:
@@ -227,7 +255,17 @@ def heal(
     Raises:
         HealInterrupted: on SIGTERM / Ctrl-C, after saving the state.
         NonFiniteLossError: on a NaN or inf loss, without touching the last checkpoint.
+        NoAnswerTokensError: an optimizer step with no answer token (all its samples longer than
+            ``config.max_length``, or without an assistant answer).
+        ValueError: no samples.
+        TypeError: an argument of the wrong type (e.g. config a dict instead of a HealConfig).
     """
+    expect(model, torch.nn.Module, "model", "a loaded transformers model")
+    expect(samples, (list, tuple), "samples", "a list of sample dicts (from load_samples)")
+    expect(layer_positions, (list, tuple, range), "layer_positions", "a list of decoder layer positions")
+    expect(config, HealConfig, "config", "a HealConfig (e.g. HealConfig(lr=1e-5))")
+    if not samples:
+        raise ValueError("heal got no samples; pass at least one sample with an assistant answer (train_samples >= 1)")
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -239,6 +277,15 @@ def heal(
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     accelerator = Accelerator(mixed_precision=precision)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and accelerator.num_processes == 1:
+        raise RuntimeError(
+            f"{launched} processes were launched but accelerate set up none as distributed "
+            f"({accelerator.distributed_type.value}): each would heal all the data alone. In accelerate 1.16 FSDP and "
+            "DeepSpeed need GPUs; on CPU run `accelerate launch --cpu` (data parallel over gloo) or one process"
+        )
+    if config.packing and (problem := packing_problem(model)):
+        raise ValueError(f"packing=True (--packing) cannot heal this model: {problem}; use --no-packing")
     set_seed(config.seed)  # again: data order and dropout start from the seed whatever the adapters drew
     world = accelerator.num_processes
     per_step = config.micro_batch_size * world
@@ -252,10 +299,8 @@ def heal(
         base_model.disable_input_require_grads()
     model.train()
 
-    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(config.seed)).tolist()
-    order = order * config.epochs
-    steps_total = max(1, len(order) // config.batch_size)
-    order = order[: steps_total * config.batch_size]  # whole optimizer steps only
+    order = step_order(len(samples), config)  # seeded: a resumed run sees the same steps
+    steps_total = max(1, len(order) // config.batch_size)  # fewer samples than a batch: one step
     warmup = math.ceil(config.warmup_ratio * steps_total)
 
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -280,17 +325,22 @@ def heal(
         record = {"losses": result.losses, "lrs": result.lrs, "skipped": result.skipped_samples, "config": asdict(config)}
         save_checkpoint(snapshot(step, accelerator.unwrap_model(model), optimizer, scheduler, **record), checkpoint_dir)
 
-    columns = (
-        TextColumn("healing"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"), TextColumn("loss {task.fields[loss]}"),
-        TimeRemainingColumn(),
-    )
+    dataset = StepDataset(processor, samples, order, config, accelerator.process_index, world)
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    workers = resolve_workers(config.data_workers, accelerator.device, processes=local_processes)
+    batches = iter(step_loader(dataset, start_step, workers, pin_memory=accelerator.device.type == "cuda"))
+    show = progress and accelerator.is_main_process
     try:
-        with stop_on_signals() as stop, Progress(*columns, disable=not (progress and accelerator.is_main_process), transient=True) as bar:
-            task = bar.add_task("heal", total=steps_total, completed=start_step, loss="-")
+        # every=0: a line per optimizer step in a log, where the bar draws nothing (steps take seconds).
+        with stop_on_signals() as stop, progress_bar("heal step", steps_total, enabled=show, completed=start_step, every=0) as bar:
             for step in range(start_step, steps_total):
-                step_samples = order[step * config.batch_size : (step + 1) * config.batch_size]
-                micro_batches, skipped = _micro_batches(processor, samples, step_samples[accelerator.process_index :: world], config)
-                result.skipped_samples += skipped
+                step_started = time.perf_counter()
+                prepared = next(batches)  # encoded by the workers while the previous steps trained
+                result.data_wait_seconds += time.perf_counter() - step_started
+                micro_batches = prepared.micro_batches
+                result.skipped_samples += prepared.skipped
+                result.tokens += prepared.tokens
+                result.padding_tokens += prepared.padding
                 where = (
                     f"healing step {step + 1}/{steps_total}; "
                     f"the last good checkpoint in {checkpoint_dir or '(none: set save_every)'} is intact"
@@ -302,8 +352,10 @@ def heal(
                 optimizer.zero_grad(set_to_none=True)
                 reduced = (accelerator.reduce(step_loss, reduction="sum") / tokens).item()
                 result.losses.append(round(reduced, 6))
+                result.answer_tokens += int(tokens.item())
+                result.step_seconds += time.perf_counter() - step_started
                 result.lrs.append(scheduler.get_last_lr()[0])
-                bar.update(task, advance=1, loss=f"{reduced:.4f}")
+                bar.advance(note=f"loss {reduced:.4f}, {tokens.item() / (time.perf_counter() - step_started):.0f} tokens/s")
                 if config.save_every and (step + 1) % config.save_every == 0 and step + 1 < steps_total:
                     save(step + 1)
                 if stop.signal is not None:
@@ -313,10 +365,13 @@ def heal(
                         "state saved, rerun with --resume to continue"
                     )
     finally:
+        batches = None  # drops the DataLoader iterator: its workers exit
+        unwrapped = accelerator.unwrap_model(model)
+        _restore_forward(unwrapped)  # else evaluation and verification run in bf16 autocast
         if config.gradient_checkpointing:
-            accelerator.unwrap_model(model).gradient_checkpointing_disable()
+            unwrapped.gradient_checkpointing_disable()
     if config.method == "lora":
-        accelerator.unwrap_model(model).merge_and_unload()  # writes W + BA into base_model's own modules
+        unwrapped.merge_and_unload()  # writes W + BA into base_model's own modules
     base_model.requires_grad_(False)
     base_model.eval()
     result.wall_seconds = round(time.perf_counter() - started, 2)

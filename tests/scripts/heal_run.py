@@ -20,6 +20,8 @@ samples = vqa.load_split("calib", 8)[:48]
 config = HealConfig(lr=1e-3, batch_size=16, micro_batch_size=int(sys.argv[2]), seed=0)
 result = heal(model, processor, samples, [4], config, progress=False)
 weight = model.model.language_model.layers[4].mlp.down_proj.weight.detach()
+if hasattr(weight, "full_tensor"):  # an FSDP2 shard (DTensor): gather it, on every rank
+    weight = weight.full_tensor()
 if int(os.environ.get("RANK", "0")) == 0:
     torch.save({"before": before, "after": weight.clone()}, sys.argv[1] + ".pt")
     with open(sys.argv[1], "w") as handle:
