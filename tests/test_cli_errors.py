@@ -371,6 +371,7 @@ sleb._loss_sum = interrupted
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_sleb_keeps_its_finished_steps_and_resume_ends_as_an_uninterrupted_run(tmp_path):
     """SLEB's selection is the one long stage before healing (over an hour for SmolLM2 on a CPU
     core): its finished steps survive Ctrl-C, and --resume goes on from them."""

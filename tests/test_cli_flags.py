@@ -35,7 +35,10 @@ def test_prune_has_a_flag_for_every_field_with_its_default():
             continue
         option = flags[HEAL_PARAMS.get(field.name, field.name)]
         assert option.default is None, field.name  # unset: the paper's or the embedded default
-        assert f"(default: {field.default}" in option.help, field.name
+        if field.name == "lr":  # by model size (config.default_heal), stated in the field's doc line
+            assert "3e-4 under 1B parameters" in option.help and "--lr 1e-5" in option.help
+        else:
+            assert f"(default: {field.default}" in option.help, field.name
         if field.name in EMBEDDED_HEAL and EMBEDDED_HEAL[field.name] != field.default:
             assert f"embedded model: {EMBEDDED_HEAL[field.name]}" in option.help, field.name
 

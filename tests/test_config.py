@@ -104,3 +104,78 @@ def test_a_batch_size_given_alone_gets_a_micro_batch_that_divides_it():
     assert resolve_config({}, {"batch_size": 48}).heal.micro_batch_size == 24  # embedded default 32
     assert resolve_config({}, {"batch_size": 8}).heal.micro_batch_size == 8
     assert resolve_config({}, {"model": "Qwen/Qwen3-VL-8B-Instruct", "batch_size": 10}).heal.micro_batch_size == 2
+
+
+# The Python API resolves what depends on the model, and checks what the CLI checks.
+
+
+@pytest.fixture(scope="module")
+def text_checkpoint(tmp_path_factory):
+    from test_text_models import SMOLLM2_TEMPLATE, tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path_factory.mktemp("llama"), "llama", SMOLLM2_TEMPLATE)
+
+
+def test_a_text_model_through_the_python_api_runs_like_the_cli(text_checkpoint, tmp_path):
+    """PruneConfig(model=<text model>) used to keep data="embedded", which validate refused (the
+    CLI alone picked pydocs); now the API resolves the default and the run goes through."""
+    import json
+
+    from interlace.config import HealConfig, PruneConfig, validate, with_model_defaults
+    from interlace.pipeline import prune
+
+    config = PruneConfig(
+        model=str(text_checkpoint), out=tmp_path / "out", method="shortgpt", calib_samples=4, train_samples=8,
+        eval_samples_per_task=2, heal=HealConfig(lr=1e-3, batch_size=4, micro_batch_size=4),
+    )  # fmt: skip
+    assert config.data is None and with_model_defaults(config).data == "pydocs"
+    assert config.data is None  # the caller's object is left as it was
+    validate(config)
+    report = prune(config, log=lambda *_: None)
+    assert report.suite == "text" and report.layers_after == report.layers_before - 2
+    manifest = json.loads((tmp_path / "out" / "interlace_manifest.json").read_text())
+    assert manifest["config"]["data"] == "pydocs"
+
+
+def test_compare_from_python_refuses_what_the_cli_refuses(tmp_path):
+    """compare.compare ran unchecked from Python: the CLI alone validated its inputs."""
+    from interlace.compare import CompareConfig, compare
+
+    out = tmp_path / "report"
+    config = CompareConfig(model=str(tmp_path / "no-such-model"), out=out, ratio=1.5, methods=("shortgpt", "nope"), calib_samples=0, seed=-1)
+    with pytest.raises(ConfigError) as raised:
+        compare(config, log=lambda *_: None)
+    message = str(raised.value)
+    for needle in ("no-such-model", "--ratio must be between 0 and 1", "'nope' is unknown", "--calib-samples must be >= 1", "--seed must be >= 0"):
+        assert needle in message, (needle, message)
+    assert not out.exists()
+
+
+def test_compare_never_deletes_a_rows_folder_it_did_not_write(tmp_path):
+    from interlace.compare import CompareConfig, compare
+
+    precious = tmp_path / "rows" / "notes.txt"
+    precious.parent.mkdir()
+    precious.write_text("mine")
+    with pytest.raises(ConfigError, match="did not write"):
+        compare(CompareConfig(out=tmp_path, methods=("shortgpt",), calib_samples=8), log=lambda *_: None)
+    assert precious.read_text() == "mine"
+
+
+def test_compare_and_sweep_refuse_a_vlm_on_data_no_suite_scores(tmp_path):
+    """A VLM on rows of its own has no built-in suite to score compare's and sweep's rows; it used
+    to fail after loading with a traceback (and compare left its --out behind)."""
+    from test_cli_errors import assert_clean_failure, run
+
+    from interlace.compare import CompareConfig, compare
+    from interlace.embedded import MODEL_DIR
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "a plain text row"}\n')
+    out = tmp_path / "report"
+    with pytest.raises(ConfigError, match="vision-language model"):
+        compare(CompareConfig(model=str(MODEL_DIR), data=str(rows), out=out, methods=("shortgpt",)), log=lambda *_: None)
+    assert not out.exists()
+    result = run("sweep", str(MODEL_DIR), "--data", str(rows), "--ratios", "0.25", "--out", str(out))
+    assert_clean_failure(result, "vision-language model", "--harness lmms-eval")
+    assert not out.exists()

@@ -29,6 +29,7 @@ def train(tmp_path, *extra):
     return out, json.loads((out / "training_info.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [[], ["--primers", "--primer-steps", "2", "--question-first", "--decoder", "llama", "--vision-from", str(MODEL_DIR)]])
 def test_toy_run_writes_a_plain_fp16_checkpoint(tmp_path, options):
     out, info = train(tmp_path, *options)
@@ -49,6 +50,7 @@ def test_toy_run_writes_a_plain_fp16_checkpoint(tmp_path, options):
         assert torch.equal(tensor, model.model.vision_tower.state_dict()[name]), name
 
 
+@pytest.mark.slow
 def test_continuing_with_primers_and_a_sparse_curriculum(tmp_path):
     """--init-from the shipped model: embeddings grow for the primer words; the curriculum builds its
     own thinned pool; --checkpoints snapshots every evaluation."""
@@ -113,6 +115,7 @@ def test_grown_layers_start_as_the_identity():
     assert layers[-1].mlp.up_proj.weight.abs().sum() > 0  # copies, not blank layers: only the outputs are zero
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option, message", [(["--curriculum", "1.5:2"], "0 < THIN < 1"),
                                              (["--curriculum", "0.2:9"], "more than --vlm-steps"),
                                              (["--grow-layers", "2"], "needs --init-from")])

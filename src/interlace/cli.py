@@ -7,12 +7,18 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.rich_utils
 from rich.table import Table
 
 from interlace import cli_bench, cli_surgery
 from interlace.cli_flags import config_flags
 from interlace.config import PruneConfig
-from interlace.console import console, cpu_cores, fail
+from interlace.console import check_json_path, console, cpu_cores, fail, plain_width, tolerate_any_encoding
+from interlace.progress import PROGRESS
+
+# typer renders help on a console of its own, 80 columns wide without a terminal unless
+# TERMINAL_WIDTH is set (typer.rich_utils.MAX_WIDTH, typer 0.x): give it the width `console` uses.
+typer.rich_utils.MAX_WIDTH = typer.rich_utils.MAX_WIDTH or plain_width()
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 cli_surgery.register(app)
@@ -23,7 +29,8 @@ ModelArg = Annotated[
 ]
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="torch CPU threads (0: torch's default).")]
-EvalNOpt = Annotated[Optional[int], typer.Option(help="Held-out items per task of the built-in suite (default: 500 visual-QA questions; 100 for text models).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="Print no progress bars or progress lines, only the stages and the results.")]
+EvalNOpt = Annotated[Optional[int], typer.Option(help="Items per task (default: 500 visual-QA questions; 100 cloze and 100 continuation items and 100 perplexity passages for a text model; every row of --data).")]
 
 # The run-config flags compare and sweep share with prune (generated from PruneConfig, as prune's are).
 SHARED = ("data", "calib_samples", "train_samples", "eval_samples_per_task", "seed")
@@ -39,35 +46,25 @@ def _threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def _check_inputs(model, methods=(), ratios=(), calib_samples=1, train_samples=None, eval_n=None, report_dir=None, ratio_flag="--ratio") -> None:
-    """The cheap checks of `prune`'s validation (the same functions) for compare, sweep and eval, all
-    reported at once: the model (config and weight headers), each ratio against each method's shape
-    in its depth, the sample counts and a report directory that is a file."""
-    from interlace.config import count_problems, method_problems
-    from interlace.loading import ModelNotFoundError, check_model
+def _check_inputs(model, methods=(), ratios=(), calib_samples=1, train_samples=None, eval_n=None, report_dir=None, ratio_flag="--ratio", protect="", seed=0, data=None) -> None:
+    """``config.input_problems`` for compare, sweep and eval: every problem on one ``error:`` line."""
+    from interlace.config import input_problems
 
-    problems: list[str] = []
-    num_layers = None
-    try:
-        num_layers, _ = check_model(model)
-    except ModelNotFoundError as error:
-        problems.append(str(error))
-    problems += method_problems(list(methods), list(ratios), num_layers, ratio_flag)
-    problems += count_problems(calib_samples, train_samples, eval_n)
-    if report_dir is not None and report_dir.exists() and not report_dir.is_dir():
-        problems.append(f"--out {report_dir} is a file; pass a directory path")
+    problems = input_problems(model, methods, ratios, calib_samples, train_samples, eval_n, report_dir, ratio_flag, protect, seed, data)
     if problems:
-        fail("; ".join(dict.fromkeys(problems)))  # one line, duplicates (same rule, two methods) once
+        fail("; ".join(problems))
 
 
 def _accuracy_table(title: str, columns: dict[str, dict]) -> Table:
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title))  # as wide as its title: a narrow table wraps a path in it
     table.add_column("task")
     for name in columns:
         table.add_column(name, justify="right")
     tasks = sorted({task for result in columns.values() for task in result["tasks"]})
+    counts = {task: n for result in columns.values() for task, n in (result.get("counts") or {}).items()}
     for task in tasks:
-        table.add_row(task, *(f"{result['tasks'].get(task, float('nan')):.3f}" for result in columns.values()))
+        label = f"{task} (n={counts[task]})" if task in counts else task
+        table.add_row(label, *(f"{result['tasks'].get(task, float('nan')):.3f}" for result in columns.values()))
     table.add_row("[bold]overall", *(f"[bold]{result['overall']:.3f}" for result in columns.values()))
     return table
 
@@ -75,6 +72,7 @@ def _accuracy_table(title: str, columns: dict[str, dict]) -> Table:
 @app.callback()
 def main() -> None:
     """Prune whole decoder layers from vision-language models and heal the survivors (INTERLACE)."""
+    tolerate_any_encoding()
 
 
 def _eval_with_lmms(model, json_path, n_per_task, batch_size, threads, tasks, limit, lmms_python) -> None:
@@ -120,19 +118,23 @@ def eval_command(
     model: ModelArg = None,
     json_path: JsonOpt = None,
     n_per_task: EvalNOpt = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Prompts per generate call (default: 64 builtin, 1 lmms-eval).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Prompts per generate call, or passages per perplexity forward (default: 64 visual-QA, 8 text, 1 lmms-eval).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Held-out rows of your own instead of the built-in data: a JSONL/Parquet/imagefolder/Hub spec as for prune (plain-text rows: perplexity + continuation and cloze; chat rows: exact match per source).")] = None,
     threads: ThreadsOpt = 0,
+    quiet: QuietOpt = False,
     harness: Annotated[str, typer.Option(help="builtin: the held-out suite here; lmms-eval: run lmms-eval on a local checkpoint.")] = "builtin",
     tasks: Annotated[Optional[str], typer.Option(help="lmms-eval tasks, comma-separated (default: interlace_vqa, the held-out suite exported for lmms-eval).")] = None,
     limit: Annotated[Optional[int], typer.Option(help="lmms-eval: at most this many questions per task.")] = None,
     lmms_python: Annotated[Optional[Path], typer.Option(help="Python with lmms-eval installed (default: .venv-lmms/bin/python if it exists, else this one).")] = None,
 ) -> None:
-    """Evaluate a model on the built-in held-out visual-QA suite (greedy, exact match), or through lmms-eval."""
-    from interlace.data import vqa
-    from interlace.evaluate import evaluate
+    """Evaluate a model on held-out data: a VLM on the built-in visual-QA suite (greedy, exact match), a text model on
+    held-out Python-docs prose (perplexity, continuation, cloze), either on rows of your own (--data), or through lmms-eval."""
+    from interlace.data import sources, vqa
     from interlace.loading import ModelNotFoundError, is_vision_language, load_model
 
     _threads(threads)
+    PROGRESS.quiet = quiet
+    check_json_path(json_path)
     if n_per_task is not None and not 1 <= n_per_task <= vqa.TEST_RESERVE:
         fail(f"--n-per-task must be in 1..{vqa.TEST_RESERVE}, got {n_per_task}")
     if batch_size is not None and batch_size < 1:
@@ -146,21 +148,38 @@ def eval_command(
         if value is not None:
             fail(f"{flag} applies to --harness lmms-eval only; add --harness lmms-eval or drop {flag}")
     _check_inputs(model)  # a truncated or remote-code checkpoint fails here, not in the load
+    rows = None  # --data embedded or pydocs: the built-in held-out split of that data, as without --data
+    if data is not None:  # read before the weights load, so that bad rows fail in seconds
+        try:
+            if sources.parse_data_spec(data).kind not in ("embedded", "text"):
+                rows = list(sources.iter_samples(data, "train"))  # "train" of a file: every row, in order
+        except ValueError as error:  # DataSpecError included
+            fail(f"--data {data}: {_one_line(error)}")
     try:
         loaded, processor = load_model(model)
     except ModelNotFoundError as error:
         fail(str(error))
-    if not is_vision_language(loaded.config):  # a text LM: held-out real text (interlace.suites)
-        from interlace.suites import TEXT
+    from interlace.suites import TEXT, VQA, evaluate_rows
 
-        data = TEXT.evaluate(loaded, processor, n_per_task)
-        title = f"{model}: held-out real text (n={data['n']}), perplexity {data['perplexity']:.3f} over {data['tokens']} tokens"
-        console.print(_accuracy_table(title, {"accuracy": data}))
+    name = model or "embedded"
+    if rows is not None:
+        try:
+            result = evaluate_rows(loaded, processor, rows, n_per_task, batch_size)
+        except ValueError as error:
+            fail(f"--data {data}: {_one_line(error)}")
+        where = f"--data {data} ({len(rows)} rows)"
+    elif not is_vision_language(loaded.config):
+        result = TEXT.evaluate(loaded, processor, n_per_task, batch_size=batch_size)
+        where = "held-out Python-docs prose (pydocs test split)"
     else:
-        data = evaluate(loaded, processor, vqa.load_split("test", n_per_task or 500), batch_size=batch_size or 64).to_json()
-        console.print(_accuracy_table(f"{model or 'embedded'}: held-out accuracy (n={data['n']})", {"accuracy": data}))
+        result = VQA.evaluate(loaded, processor, n_per_task, batch_size=batch_size)
+        where = "built-in held-out visual-QA suite"
+    title = f"{name} on {where}"
+    if result.get("perplexity") is not None:
+        title += f": perplexity {result['perplexity']:.3f} over {result['tokens']:,} tokens"
+    console.print(_accuracy_table(title, {"accuracy": result}))
     if json_path:
-        json_path.write_text(json.dumps(data, indent=2) + "\n")
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def _stage_log(message: str) -> None:
@@ -168,6 +187,7 @@ def _stage_log(message: str) -> None:
 
 
 def _run_prune(config) -> PruneReport:  # noqa: F821
+    from interlace.files import WriteError
     from interlace.heal import HealInterrupted, NonFiniteLossError
     from interlace.pipeline import prune
     from interlace.verify import VerificationError
@@ -182,7 +202,7 @@ def _run_prune(config) -> PruneReport:  # noqa: F821
     except KeyboardInterrupt as error:  # outside healing, which saves and raises HealInterrupted
         console.print(f"[bold yellow]interrupted:[/] {_one_line(error) or 'before healing started; nothing was kept'}", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
-    except (NonFiniteLossError, VerificationError) as error:
+    except (NonFiniteLossError, VerificationError, WriteError) as error:
         fail(_one_line(error), code=1)
 
 
@@ -201,13 +221,14 @@ def _search_ratio(config, target_retention: float | None, target_speedup: float 
         fail(f"--target-retention must be in (0, 1], got {target_retention}")
     if target_speedup is not None and target_speedup <= 1:
         fail(f"--target-speedup must be > 1, got {target_speedup}")
-    from interlace.config import ConfigError, validate
+    from interlace.config import ConfigError, validate, with_model_defaults
 
     try:  # the search loads, calibrates and heals: every input is checked before it, as for prune
         validate(config)
     except ConfigError as error:
         fail(str(error))
     console.print("[bold]searching the ratio...[/]")
+    config = with_model_defaults(config)  # the search calibrates and heals on the run's data
     session = Session(
         config.model, config.data, config.heal, config.seed, config.calib_samples, config.train_samples, config.method,
         log=_stage_log, dtype=config.dtype, deepstack=config.deepstack,
@@ -221,19 +242,30 @@ def _search_ratio(config, target_retention: float | None, target_speedup: float 
 
 
 def _summary_table(report) -> Table:
-    table = Table(title="interlace: before / after")
+    """Dense against pruned, titled with what ran: the method, the cut, and what healing trained."""
+    from interlace.export import healed_layers
+    from interlace.suites import format_retention
+
+    healed = healed_layers(report.to_json())
+    what = f"healed: trained layers {healed}" if healed else "not healed"
+    title = f"interlace {report.plan['method']}: {report.layers_before} -> {report.layers_after} decoder layers, {what}"
+    table = Table(title=title, min_width=len(title))  # a title on one line where the console is wide enough
     table.add_column("")
     table.add_column("dense", justify="right")
-    table.add_column("pruned + healed", justify="right")
+    table.add_column("pruned + healed" if healed else "pruned (no healing)", justify="right")
     table.add_row("decoder layers", str(report.layers_before), str(report.layers_after))
     if report.dense and report.pruned:
-        for task in sorted(report.dense["tasks"]):
-            table.add_row(task, f"{report.dense['tasks'][task]:.3f}", f"{report.pruned['tasks'][task]:.3f}")
-        table.add_row("[bold]overall", f"[bold]{report.dense['overall']:.3f}", f"[bold]{report.pruned['overall']:.3f}")
-        if report.dense.get("perplexity"):
+        text = report.suite == "text"
+        counts = report.dense.get("counts") or {}
+        if text:
             table.add_row("[bold]perplexity", f"[bold]{report.dense['perplexity']:.2f}", f"[bold]{report.pruned['perplexity']:.2f}")
-        label = "retention (dense ppl / pruned ppl)" if report.suite == "text" else "retention"
-        table.add_row(f"[bold]{label}", "", f"[bold]{report.retention:.3f}")
+        for task in sorted(report.dense["tasks"]):
+            label = f"{task} (n={counts[task]})" if task in counts else task
+            table.add_row(label, f"{report.dense['tasks'][task]:.3f}", f"{report.pruned['tasks'].get(task, float('nan')):.3f}")
+        overall = "tasks (mean accuracy)" if text else "[bold]overall"
+        table.add_row(overall, f"{report.dense['overall']:.3f}", f"{report.pruned['overall']:.3f}")
+        label = "retention (dense ppl / pruned ppl)" if text else "retention (pruned / dense accuracy)"
+        table.add_row(f"[bold]{label}", "", f"[bold]{format_retention(report.retention)}")
     for stage, seconds in report.wall_seconds.items():
         table.add_row(f"[dim]{stage} (s)", "", f"[dim]{seconds:.1f}")
     return table
@@ -277,16 +309,18 @@ def prune(
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (flags override it).")] = None,
     json_path: JsonOpt = None,
     threads: ThreadsOpt = 0,
+    quiet: QuietOpt = False,
     **flags,
 ) -> None:
     """Score layers, select, cut, heal the survivors, verify, evaluate and save."""
     from click.core import ParameterSource
 
     from interlace.config import ConfigError, read_yaml, resolve_config
-    from interlace.suites import default_data
 
     _threads(threads)
-    skip = {"ctx", "config", "json_path", "threads", "target_retention", "target_speedup"}
+    PROGRESS.quiet = quiet
+    check_json_path(json_path)
+    skip = {"ctx", "config", "json_path", "threads", "quiet", "target_retention", "target_speedup"}
     typed = {
         name: value
         for name, value in ctx.params.items()
@@ -297,9 +331,7 @@ def prune(
     try:
         file_values = read_yaml(config) if config else {}
         defaults = {k: v for k, v in ctx.params.items() if k not in skip and k not in typed and v is not None and k not in file_values and k not in (file_values.get("heal") or {})}
-        if flags["data"] is None and "data" not in file_values:  # before validation, which checks it
-            given_model = typed.get("model", file_values.get("model"))
-            defaults["data"] = default_data(given_model if isinstance(given_model, (str, type(None))) else None)
+        # data left None: the API picks the model's default data (config.with_model_defaults)
         run_config = resolve_config(file_values, {**defaults, **typed})
     except ConfigError as error:
         fail(str(error))
@@ -316,26 +348,31 @@ def prune(
 
 
 @app.command()
-@config_flags(prune=("ratio", *SHARED), heal=("lr", "batch_size", "micro_batch_size"), defaults={"data": None})
+@config_flags(prune=("ratio", "protect", *SHARED), heal=("lr", "batch_size", "micro_batch_size"), defaults={"data": None})
 def compare(
     model: ModelArg = None,
     *,
     methods: Annotated[str, typer.Option(help="'all' or a comma list; add -ft to heal a training-free baseline.")] = "all",
     out: Annotated[Path, typer.Option("--out", help="Directory for compare.md, compare.png, compare.json.")] = Path("runs/compare"),
     bench: Annotated[bool, typer.Option("--bench/--no-bench", help="Measure prefill speedups.")] = True,
+    resume: Annotated[bool, typer.Option("--resume", help="Go on from the rows an interrupted comparison saved in --out.")] = False,
     json_path: JsonOpt = None,
     threads: ThreadsOpt = 1,
+    quiet: QuietOpt = False,
     **flags,
 ) -> None:
     """Compare every method with dense and Dense-FT on the same data and budget."""
     ratio, data, calib_samples, train_samples, eval_samples_per_task, seed = (flags[k] for k in ("ratio", *SHARED))
-    from interlace.compare import CompareConfig, parse_methods
+    from interlace.compare import ROWS, CompareConfig, CompareResumeError, parse_methods, saved_row_count
     from interlace.compare import compare as run_compare
+    from interlace.config import ConfigError
     from interlace.data.sources import parse_data_spec
     from interlace.loading import ModelNotFoundError, resolve
     from interlace.suites import default_data
 
     _threads(threads)
+    PROGRESS.quiet = quiet
+    check_json_path(json_path)
     try:
         names = parse_methods(methods)
         resolve(model)
@@ -343,7 +380,7 @@ def compare(
         parse_data_spec(data)
     except (ValueError, ModelNotFoundError) as error:
         fail(str(error))
-    _check_inputs(model, names, [ratio], calib_samples, train_samples, eval_samples_per_task, out)
+    _check_inputs(model, names, [ratio], calib_samples, train_samples, eval_samples_per_task, out, protect=flags["protect"], seed=seed, data=data)
     heal_config = None
     given = {k: flags[k] for k in ("lr", "batch_size", "micro_batch_size") if flags[k] is not None}
     if given:
@@ -356,8 +393,16 @@ def compare(
     config = CompareConfig(
         model=model, out=out, ratio=ratio, methods=names, data=data, calib_samples=calib_samples,
         train_samples=train_samples, heal=heal_config, eval_samples_per_task=eval_samples_per_task, seed=seed, bench=bench,
+        protect=flags["protect"], resume=resume,
     )
-    report = run_compare(config, log=_stage_log)
+    try:
+        report = run_compare(config, log=_stage_log)
+    except (CompareResumeError, ConfigError) as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        saved = saved_row_count(out)
+        console.print(f"[bold yellow]interrupted:[/] {saved} finished row{'s' * (saved != 1)} saved in {out / ROWS}; rerun with --resume to go on from them", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     console.print((out / "compare.md").read_text())
     if json_path:
         json_path.write_text(json.dumps(report, indent=2) + "\n")
@@ -373,15 +418,18 @@ def sweep(
     bench: Annotated[bool, typer.Option("--bench/--no-bench", help="Measure prefill speedups (else the FLOP bound).")] = True,
     json_path: JsonOpt = None,
     threads: ThreadsOpt = 1,
+    quiet: QuietOpt = False,
     **flags,
 ) -> None:
     """Prune, heal and evaluate at several ratios from one calibration; draw the curves."""
     method, data, calib_samples, train_samples, eval_samples_per_task, seed = (flags[k] for k in ("method", *SHARED))
-    from interlace.suites import default_data
+    from interlace.suites import default_data, format_retention
     from interlace.sweep import Session
     from interlace.sweep import sweep as run_sweep
 
     _threads(threads)
+    PROGRESS.quiet = quiet
+    check_json_path(json_path)
     data = data or default_data(model)
     try:
         values = [float(r) for r in ratios.split(",") if r.strip()]
@@ -389,15 +437,21 @@ def sweep(
         fail(f"--ratios must be a comma list of numbers, got {ratios!r}")
     if not values or not all(0 < r < 1 for r in values):
         fail(f"--ratios must be between 0 and 1 (exclusive), got {ratios!r}")
-    _check_inputs(model, [method], values, calib_samples, train_samples, eval_samples_per_task, out, ratio_flag="--ratios value")
-    session = Session(model, data, None, seed, calib_samples, train_samples, method, log=_stage_log)
-    report = run_sweep(session, values, eval_samples_per_task, out, bench=bench)
+    _check_inputs(model, [method], values, calib_samples, train_samples, eval_samples_per_task, out, ratio_flag="--ratios value", seed=seed, data=data)
+    from interlace.heal import HealInterrupted
+
+    try:
+        session = Session(model, data, None, seed, calib_samples, train_samples, method, log=_stage_log)
+        report = run_sweep(session, values, eval_samples_per_task, out, bench=bench)
+    except (KeyboardInterrupt, HealInterrupted):  # a sweep keeps no state between its probes: nothing to resume
+        console.print(f"[bold yellow]interrupted:[/] the sweep stopped before writing {out}; run it again to start over", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     table = Table(title=f"sweep: {method}")
     for column in ("ratio", "layers removed", "retention", "speedup", "FLOP bound"):
         table.add_column(column, justify="right")
     for probe in report["probes"]:
         speed = f"{probe['speedup']:.3f}" if probe["speedup"] else "-"
-        table.add_row(f"{probe['ratio']:.3f}", str(probe["layers_removed"]), f"{probe['retention']:.3f}", speed, f"{probe['flop_bound']:.3f}")
+        table.add_row(f"{probe['ratio']:.3f}", str(probe["layers_removed"]), format_retention(probe["retention"]), speed, f"{probe['flop_bound']:.3f}")
     console.print(table)
     if json_path:
         json_path.write_text(json.dumps(report, indent=2) + "\n")
@@ -407,12 +461,16 @@ def sweep(
 def demo(
     json_path: JsonOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Where the pruned demo model goes.")] = Path("runs/demo"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out when it holds an earlier interlace result.")] = False,
     threads: ThreadsOpt = 1,
+    quiet: QuietOpt = False,
 ) -> None:
     """Prune 25% of the embedded model with INTERLACE, heal, and print the before/after table."""
 
     _threads(threads)
-    report = _run_prune(PruneConfig(out=out, ratio=0.25, overwrite=True))
+    PROGRESS.quiet = quiet
+    check_json_path(json_path)
+    report = _run_prune(PruneConfig(out=out, ratio=0.25, overwrite=overwrite))
     console.print(_summary_table(report))
     console.print(f"pruned model: {report.out}")
     _write_report_json(json_path, report)

@@ -75,7 +75,10 @@ def _option(spec: FlagSpec, hint: Any, doc: str, default: Any) -> inspect.Parame
     if spec.config is HealConfig:
         paper = getattr(HealConfig(), spec.field)
         embedded = f"; embedded model: {EMBEDDED_HEAL[spec.field]}" if EMBEDDED_HEAL.get(spec.field, paper) != paper else ""
-        help_text += f" (default: {paper}{embedded})"  # not [...]: rich reads that as markup
+        if spec.field == "lr":  # set by model size (config.default_heal), which the doc line states
+            help_text += f" (embedded model: {EMBEDDED_HEAL['lr']}; the paper's value: --lr 1e-5)"
+        else:
+            help_text += f" (default: {paper}{embedded})"  # not [...]: rich reads that as markup
         default = None
     if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
         hint = next(a for a in typing.get_args(hint) if a is not type(None))

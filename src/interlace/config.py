@@ -13,16 +13,20 @@ field's declared type with the key named (issue 16); every problem is reported t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import re
+import stat
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from interlace import run_dir
 from interlace.typecheck import check_value, field_types
 
 
@@ -31,7 +35,7 @@ class HealConfig:
     """Healing hyper-parameters; defaults are the paper's (SPEC 2.5).
 
     Attributes:
-        lr: AdamW learning rate (paper: 1e-5 on 8B models).
+        lr: AdamW learning rate; default by model size: 3e-4 under 1B parameters, else the paper's 1e-5 (its 8B models).
         warmup_ratio: share of optimizer steps spent warming up (paper: 3%).
         weight_decay: AdamW weight decay (paper: 0).
         max_grad_norm: gradient clipping norm (paper: 1.0).
@@ -55,6 +59,14 @@ class HealConfig:
             so the result is still a plain checkpoint.
         lora_rank: LoRA rank r.
         lora_alpha: LoRA scaling alpha.
+        data_workers: DataLoader processes that render, process and tokenize the next steps'
+            samples while the model trains; 0 encodes on the training process; -1 chooses by
+            device (on a CPU 1 when the torch threads leave a core free, else 0; up to 4 per GPU process).
+        length_grouping: within each optimizer step, put samples of similar length in the same
+            micro-batch (the step's samples, hence its update, are unchanged; less padding).
+        packing: lay each micro-batch's samples end to end in one row with position ids
+            restarting per sample (no padding); needs an attention kernel that separates them
+            (flash-attention 2, or sdpa/eager through transformers' packed-sequence mask).
     """
 
     lr: float = 1e-5
@@ -78,6 +90,9 @@ class HealConfig:
     method: str = "full"
     lora_rank: int = 16
     lora_alpha: float = 32.0
+    data_workers: int = -1
+    length_grouping: bool = True
+    packing: bool = False
 
     def __post_init__(self) -> None:
         from interlace.typecheck import type_problems
@@ -119,6 +134,8 @@ class HealConfig:
             problems.append(f"epochs must be >= 1, got {self.epochs}")
         if self.max_length < 1:
             problems.append(f"max_length must be >= 1, got {self.max_length}")
+        if self.data_workers < -1:
+            problems.append(f"data_workers must be -1 (choose by device), 0 (no workers) or more, got {self.data_workers}")
         if self.save_every < 0:
             problems.append(f"save_every must be >= 0 (0: save only on interruption), got {self.save_every}")
         if problems:
@@ -140,8 +157,57 @@ def is_embedded(model: str | None) -> bool:
     return model in (None, "embedded")
 
 
+# The default learning rate by model size. The paper heals 8B models with 1e-5 (arXiv 2511.19676,
+# section 4.1). Models under a billion parameters barely move at that rate: on Gemma 3 270M four
+# steps took the loss 5.44 -> 5.11 at 1e-5 and to 4.64 at 3e-4, and SmolLM2-135M heals likewise
+# (README, "Healing", lists the runs). Between 1B and 8B nothing was measured: the paper's value.
+SMALL_MODEL_PARAMETERS = 10**9
+SMALL_MODEL_LR = 3e-4
+PAPER_LR = 1e-5
+
+
+def heal_lr(parameters: int | None) -> float:
+    """The default healing learning rate for a model of ``parameters`` (None: unknown, the paper's)."""
+    return SMALL_MODEL_LR if parameters is not None and parameters < SMALL_MODEL_PARAMETERS else PAPER_LR
+
+
+def parameter_count(model: str | None) -> int | None:
+    """The parameters of ``model`` (tied ones once) from its config, built on the meta device (no
+    weights read); None where the config cannot be read (an unreachable Hub id: validation says why)."""
+    from interlace.loading import ModelNotFoundError, read_config, resolve
+
+    try:
+        config = read_config(resolve(model), model)
+        import torch
+
+        from interlace.loading import model_class
+
+        with torch.device("meta"):
+            skeleton = model_class(config).from_config(config)
+    except (ModelNotFoundError, OSError, ValueError, TypeError, ImportError, RuntimeError):
+        return None
+    return sum(p.numel() for p in skeleton.parameters())
+
+
+def lr_note(model: str | None, lr: float) -> str:
+    """Where a run's learning rate came from, for the manifest and the model card."""
+    if is_embedded(model):
+        return "the embedded model's default" if lr == EMBEDDED_HEAL["lr"] else "given"
+    parameters = parameter_count(model)
+    if lr != heal_lr(parameters):
+        return "given" + (" (the paper's)" if lr == PAPER_LR else "")
+    if parameters is None:
+        return "default: the paper's (model size unknown)"
+    size = f"{parameters / 1e6:.0f}M" if parameters < 10**9 else f"{parameters / 1e9:.1f}B"
+    return f"default for {size} parameters: {SMALL_MODEL_LR} under 1B, else the paper's {PAPER_LR}"
+
+
 def default_heal(model: str | None, seed: int = 0, given: dict[str, Any] | None = None) -> HealConfig:
     """Healing options for ``model``: the paper's, scaled for the embedded model, then ``given``.
+
+    The one place the defaults are decided. The learning rate: the embedded model's 1e-3; else
+    by size (``heal_lr``): 3e-4 under a billion parameters, the paper's 1e-5 from there up (and
+    for a model whose size cannot be read). ``--lr 1e-5`` gives the paper's value to any model.
 
     When ``given`` sets batch_size but not micro_batch_size, the micro-batch becomes the largest
     that divides it (48 with the embedded 32 gives 24) instead of an error.
@@ -150,7 +216,8 @@ def default_heal(model: str | None, seed: int = 0, given: dict[str, Any] | None 
         ValueError: an option out of its range (HealConfig's message).
     """
     given = given or {}
-    values = {**(EMBEDDED_HEAL if is_embedded(model) else {}), "seed": seed, **given}
+    by_size = {} if is_embedded(model) or "lr" in given else {"lr": heal_lr(parameter_count(model))}
+    values = {**(EMBEDDED_HEAL if is_embedded(model) else by_size), "seed": seed, **given}
     if "micro_batch_size" not in given and isinstance(values.get("batch_size", 32), int) and values.get("batch_size", 32) >= 1:
         values["micro_batch_size"] = fit_micro_batch(values.get("batch_size", 32), values.get("micro_batch_size", 4))
     return HealConfig(**values)
@@ -163,18 +230,29 @@ def train_sample_count(config: PruneConfig) -> int | None:
     return EMBEDDED_TRAIN_SAMPLES if config.data.startswith("embedded") else None
 
 
+# The method `prune` (and `demo`, `sweep`) runs without --method: INTERLACE, the paper's exact
+# method. The one place to change it when benchmarks/best_plan_study.py shows another leading on
+# every real model (docs/benchmarks.md).
+DEFAULT_METHOD = "interlace"
+
+
 @dataclass
 class PruneConfig:
     """Everything `interlace prune` needs; saved resolved in the manifest.
 
     Attributes:
         model: checkpoint directory or Hub id; None for the embedded model.
-        out: output directory for the pruned checkpoint (must be new or empty, or pass overwrite).
+        out: output directory for the pruned checkpoint: new, empty, or an earlier result with
+            overwrite; never the current, the model's or the data's directory.
         ratio: share of decoder layers to remove, K = floor(ratio * L).
-        method: selection method (see ``interlace methods``).
+        method: selection method (see ``interlace methods``), or auto: the plan chooser.
+        protect: layers no method may drop, on top of those the architecture protects: a comma
+            list of first:N, last:M and layer indices (e.g. first:4,last:2); empty: none (the paper).
         data: calibration and healing data: embedded, pydocs (real English text), a local
             JSONL/Parquet/imagefolder, a Hub dataset, or finevision (``interlace.data.sources``);
-            the CLI's default is embedded, or pydocs for a text-only model.
+            default: embedded for the embedded model and other VLMs, pydocs for a text-only model.
+        images_anywhere: let data rows name image files outside the data file's directory
+            (absolute paths, ``..``); off, such rows are bad rows.
         calib_samples: calibration samples (prompts only unless calib_with_answers).
         train_samples: healing samples (one epoch); default: 2048 for the embedded suite, else all rows.
         calib_batch_size: samples per calibration forward.
@@ -188,7 +266,8 @@ class PruneConfig:
             (500 visual-QA questions per task, 100 text items).
         deepstack: Qwen3-VL DeepStack handling, "realign" or "protect".
         seed: seeds data order and any randomness.
-        overwrite: replace a non-empty output directory.
+        overwrite: replace an earlier interlace result in out (and discard an unfinished run's
+            <out>.work); a directory that holds anything else is never replaced.
         resume: continue an interrupted run from ``<out>.work``.
         dtype: weights dtype: float32, bfloat16, or float16 (without healing only).
         push_to_hub: Hub repo id to upload the verified result to (private).
@@ -197,8 +276,10 @@ class PruneConfig:
     model: str | None = None
     out: Path = Path("runs/interlace")
     ratio: float = 0.25
-    method: str = "interlace"
-    data: str = "embedded"
+    method: str = DEFAULT_METHOD
+    protect: str = ""
+    data: str | None = None
+    images_anywhere: bool = False
     calib_samples: int = 384
     train_samples: int | None = None
     calib_batch_size: int = 32
@@ -227,6 +308,22 @@ class ConfigError(ValueError):
     """One or more problems with the inputs of a run, found before any expensive work."""
 
 
+def with_model_defaults(config: PruneConfig) -> PruneConfig:
+    """``config`` with the defaults that depend on the model filled in, as a copy (the caller's
+    object is left as it is); ``config`` itself when there is nothing to fill.
+
+    ``data`` None becomes the model's default data (``interlace.suites.default_data``): the
+    visual-QA suite for the embedded model and other VLMs, pydocs for a text-only model. The API
+    resolves it here, once, so ``PruneConfig(model="smollm2")`` in Python runs what
+    ``interlace prune smollm2`` runs (tests/test_config.py).
+    """
+    if config.data is not None:
+        return config
+    from interlace.suites import default_data
+
+    return dataclasses.replace(config, data=default_data(config.model))
+
+
 def validate(config: PruneConfig) -> None:
     """Check everything that can be checked cheaply and report all problems in one line.
 
@@ -236,6 +333,9 @@ def validate(config: PruneConfig) -> None:
     Raises:
         ConfigError: listing every problem found, each with its fix.
     """
+    if not isinstance(config, PruneConfig):
+        raise TypeError(f"config must be a PruneConfig, got {type(config).__name__}")
+    config = with_model_defaults(config)
     from interlace.data import sources, vqa
     from interlace.loading import ModelNotFoundError, check_model
     from interlace.methods import METHODS, get_method
@@ -247,6 +347,7 @@ def validate(config: PruneConfig) -> None:
     except ModelNotFoundError as error:
         problems.append(str(error))
     problems += method_problems([config.method], [config.ratio], num_layers)
+    problems += protect_problems(config.protect, [config.method], [config.ratio], num_layers)
     data_kind = None
     try:
         data_kind = sources.parse_data_spec(config.data).kind
@@ -263,8 +364,8 @@ def validate(config: PruneConfig) -> None:
         problems.append(f"--calib-samples {config.calib_samples} is more than the {reserve} of the embedded calibration split; lower it")
     if config.calib_batch_size < 1:
         problems.append(f"calib_batch_size must be >= 1, got {config.calib_batch_size}")
-    if config.seed < 0:
-        problems.append(f"--seed must be >= 0, got {config.seed}")
+    if not 0 <= config.seed < 2**32:  # numpy's and torch's seeds are unsigned 32-bit integers
+        problems.append(f"--seed must be >= 0 and <= {2**32 - 1}, got {config.seed}")
     if config.deepstack not in ("realign", "protect"):
         problems.append(f"deepstack must be realign or protect, got {config.deepstack!r}")
     heals = config.do_heal and config.method in METHODS and get_method(config.method).kind == "layers"
@@ -280,27 +381,83 @@ def validate(config: PruneConfig) -> None:
             import peft  # noqa: F401
         except ImportError:
             problems.append("--heal-method lora needs peft, which is not installed: pip install 'interlace[peft]', or use --heal-method full")
-    out, work = Path(config.out), Path(f"{config.out}.work")
-    parent = next((p for p in out.absolute().parents if p.exists()), None)
-    if out.exists() and not out.is_dir():
-        problems.append(f"--out {out} is a file; pass a directory path")
-    elif not out.exists() and (parent is None or not parent.is_dir() or not os.access(parent, os.W_OK)):
-        problems.append(f"--out {out} cannot be created: {parent} is not a writable directory; pass another --out")
-    elif out.exists() and any(out.iterdir()) and not config.overwrite:
-        problems.append(f"--out {out} exists and is not empty; pass --overwrite to replace it")
-    if config.resume and not work.is_dir():
-        problems.append(f"--resume found no interrupted run in {work}; drop --resume to start fresh")
-    elif config.resume and (work / "config.json").is_file():
-        problems += _resume_problems(config, work)
-    elif work.exists() and not config.resume and not config.overwrite:
-        problems.append(
-            f"{work} holds an unfinished run of --out {out} (interrupted, failed while healing, or still running); "
-            f"pass --resume to continue it, or --overwrite to discard it"
-        )
+    if heals and num_layers is not None:
+        problems += _kd_problems(config)
+    too_long = path_problems(config.out, "--out") or path_problems(f"{config.out}.work", "--out")
+    if too_long:  # the checks below would fail on such a path with ENAMETOOLONG
+        raise ConfigError("; ".join(problems + too_long))
+    # What --out, --overwrite and --resume may touch (README, "Reliability"): interlace.run_dir.
+    out_problems = run_dir.out_problems(config.out, overwrite=config.overwrite, resume=config.resume, model=config.model, data=config.data)
+    problems += out_problems
+    if config.resume and not out_problems:
+        problems += _resume_problems(config, run_dir.run_dirs(config.out).work)
     if config.push_to_hub is not None:
         problems += _hub_problems(config.push_to_hub)
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def _kd_problems(config: PruneConfig) -> list[str]:
+    """--kd-top-k larger than the vocabulary would fail in torch.topk after the model loads and heals."""
+    heal = config.heal
+    if heal is None or heal.loss == "ce" or heal.kd_top_k == 0:
+        return []
+    from transformers import AutoConfig
+
+    from interlace.loading import resolve
+
+    vocab = getattr(AutoConfig.from_pretrained(resolve(config.model)).get_text_config(decoder=True), "vocab_size", None)
+    if isinstance(vocab, int) and heal.kd_top_k > vocab:
+        return [f"--kd-top-k {heal.kd_top_k} is larger than the model's vocabulary of {vocab} tokens; pass at most {vocab}, or 0 for all"]
+    return []
+
+
+def input_problems(
+    model: str | None,
+    methods: Sequence[str] = (),
+    ratios: Sequence[float] = (),
+    calib_samples: int = 1,
+    train_samples: int | None = None,
+    eval_n: int | None = None,
+    report_dir: Path | None = None,
+    ratio_flag: str = "--ratio",
+    protect: str = "",
+    seed: int = 0,
+    data: str | None = None,
+) -> list[str]:
+    """The cheap checks of ``validate`` (the same functions) for compare, sweep and eval, from the
+    CLI and the Python API alike: the model (config and weight headers), each ratio against each
+    method's shape in its depth, the protected layers, the sample counts, the seed, a report
+    directory that is a file or too long a name, and, given ``data``, that a held-out suite can
+    score the model on it (compare and sweep score every row).
+
+    Returns:
+        Every problem found, each once, in the order found; empty when the inputs are fine.
+    """
+    from interlace.loading import ModelNotFoundError, check_model
+
+    problems: list[str] = []
+    num_layers, vision = None, False
+    try:
+        num_layers, vision = check_model(model, prunable=bool(methods))  # eval (no methods) runs any causal LM
+    except ModelNotFoundError as error:
+        problems.append(str(error))
+    if vision and data is not None and not is_embedded(model) and not data.startswith("embedded"):
+        # interlace.suites.suite_for: a VLM is scored on the built-in visual-QA suite only
+        problems.append(
+            f"{model} is a vision-language model: its rows are scored on the built-in visual-QA suite (--data embedded), "
+            f"not on --data {data}; evaluate each checkpoint with `interlace eval --harness lmms-eval` instead"
+        )
+    problems += method_problems(list(methods), list(ratios), num_layers, ratio_flag)
+    problems += protect_problems(protect, list(methods), list(ratios), num_layers)
+    problems += count_problems(calib_samples, train_samples, eval_n)
+    if not 0 <= seed < 2**32:  # numpy's and torch's seeds are unsigned 32-bit integers
+        problems.append(f"--seed must be >= 0 and <= {2**32 - 1}, got {seed}")
+    if too_long := path_problems(report_dir, "--out"):
+        problems += too_long
+    elif report_dir is not None and Path(report_dir).exists() and not Path(report_dir).is_dir():
+        problems.append(f"--out {report_dir} is a file; pass a directory path")
+    return list(dict.fromkeys(problems))  # the same rule broken by two methods is said once
 
 
 def method_problems(methods: list[str], ratios: list[float], num_layers: int | None, ratio_flag: str = "--ratio") -> list[str]:
@@ -316,6 +473,59 @@ def method_problems(methods: list[str], ratios: list[float], num_layers: int | N
         elif num_layers and METHODS[base].kind == "layers":
             for ratio in (r for r in ratios if 0 < r < 1):
                 problems += [p.replace("--ratio", ratio_flag, 1) for p in budget_problems(ratio, base, num_layers)]
+    return problems
+
+
+def path_problems(path: str | Path | None, flag: str) -> list[str]:
+    """A path the filesystem cannot hold: a name longer than NAME_MAX bytes (255 on ext4, xfs,
+    btrfs) or a whole longer than PATH_MAX (4096 on Linux), as that filesystem reports them.
+    Such a path otherwise fails with ENAMETOOLONG wherever it is first used, often after the work."""
+    if path is None:
+        return []
+    absolute = Path(path).expanduser().absolute()
+    existing = next((p for p in (absolute, *absolute.parents) if _exists(p)), Path("/"))
+    name_max, path_max = _pathconf(existing, "PC_NAME_MAX", 255), _pathconf(existing, "PC_PATH_MAX", 4096)
+    long = [part for part in absolute.parts if len(os.fsencode(part)) > name_max]
+    if long:
+        shown = long[0] if len(long[0]) <= 40 else f"{long[0][:40]}..."
+        return [f"{flag} holds a name of {len(os.fsencode(long[0]))} bytes ({shown}), more than the {name_max} "
+                "the filesystem allows; pass a shorter path"]  # fmt: skip
+    if len(os.fsencode(str(absolute))) >= path_max:
+        return [f"{flag} is a path of {len(os.fsencode(str(absolute)))} bytes, more than the {path_max} the system allows; pass a shorter path"]
+    return []
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # ENAMETOOLONG, EACCES
+        return False
+
+
+def _pathconf(path: Path, name: str, default: int) -> int:
+    try:
+        return os.pathconf(path, name)
+    except (OSError, ValueError):
+        return default
+
+
+def protect_problems(spec: str, methods: list[str], ratios: list[float], num_layers: int | None) -> list[str]:
+    """A ``--protect`` spec that does not parse or names layers the model lacks, and each layer
+    method whose K drops cannot fit beside the protected layers (when the depth is known)."""
+    from interlace.methods import METHODS, budget_problems
+    from interlace.methods.protect import parse_protect
+
+    try:
+        protected = parse_protect(spec, num_layers)
+    except ValueError as error:
+        return [str(error)]
+    if not protected or not num_layers:
+        return []
+    problems = []
+    for name in (m.removesuffix("-ft") for m in methods):
+        for ratio in (r for r in ratios if 0 < r < 1):
+            if name in METHODS and not budget_problems(ratio, name, num_layers):  # the shape's own problem is reported once
+                problems += [f"{p} (--protect {spec})" for p in budget_problems(ratio, name, num_layers, protected)]
     return problems
 
 
@@ -351,26 +561,34 @@ def _hub_problems(repo: str) -> list[str]:
     return []
 
 
-# Options a resumed run may change: none of them alters scores, plan or healing.
-RESUME_FREE = {"resume", "overwrite", "push_to_hub", "evaluate", "heal.save_every"}
+# Options a resumed run may change: none of them alters scores, plan or healing (--out may be
+# spelled otherwise, through a link: the work directory found is the same).
+RESUME_FREE = {"out", "resume", "overwrite", "push_to_hub", "evaluate", "heal.save_every"}
 
 
 def _resume_problems(config: PruneConfig, work: Path) -> list[str]:
-    """--resume continues the saved run: its scores, plan and healing state only fit its options."""
+    """--resume continues the saved run: its scores, plan and healing state only fit its options,
+    and only as written (``interlace.run_dir.resume_problems``: config, seals, checkpoint)."""
+    integrity = run_dir.resume_problems(work)
+    if not (work / "config.json").is_file():
+        return integrity
     try:
         saved = json.loads((work / "config.json").read_text())
-    except ValueError:
-        return [f"--resume: {work / 'config.json'} is unreadable; pass --overwrite instead to start over"]
+    except (OSError, ValueError):
+        saved = None
     heal_config = config.heal or default_heal(config.model, config.seed)
     now = json.loads(json.dumps(config_json(config, heal_config), default=str))
+    if not isinstance(saved, dict) or set(saved) != set(now) or not isinstance(saved.get("heal"), dict):
+        return [f"--resume: {work / 'config.json'} is not the config of a run of this interlace version; {run_dir.START_OVER}"]
     flat = lambda c: {**{k: v for k, v in c.items() if k != "heal"}, **{f"heal.{k}": v for k, v in (c.get("heal") or {}).items()}}  # noqa: E731
     before, after = flat(saved), flat(now)
     changed = [f"{k} {before.get(k)!r} -> {after[k]!r}" for k in after if k not in RESUME_FREE and before.get(k) != after[k]]
     if not changed:
-        return []
+        return integrity
     return [
         f"--resume: {work} was started with other options ({', '.join(changed)}); "
-        "rerun with its options, or pass --overwrite instead of --resume to start over"
+        "rerun with its options, or pass --overwrite instead of --resume to start over",
+        *integrity,
     ]
 
 
@@ -391,9 +609,38 @@ HEAL_PARAMS = {"method": "heal_method", "loss": "heal_loss"}
 FLAG_TO_HEAL = {param: name for name, param in HEAL_PARAMS.items()}
 
 
+# A run config is a few dozen keys two levels deep; these limits are far above that and far below
+# what could exhaust memory or the stack while loading a hostile file.
+MAX_YAML_BYTES = 2**20
+MAX_YAML_DEPTH = 16
+
+
 class _Loader(yaml.SafeLoader):
     """PyYAML follows YAML 1.1, where a float needs a dot: ``lr: 1e-3`` would load as the string
-    "1e-3". YAML 1.2 (and every user) reads it as a number; so does this loader."""
+    "1e-3". YAML 1.2 (and every user) reads it as a number; so does this loader.
+
+    It also refuses aliases (``*name``) and nesting deeper than MAX_YAML_DEPTH. PyYAML shares an
+    aliased node instead of copying it, so a few lines of nested aliases (a "billion laughs") load
+    quickly but describe 10**9 values, which anything that walks or prints them (type checks, an
+    error message) would try to expand; deep nesting overflows the recursive composer.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 (PyYAML's signature)
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a run config; write the value out", self.peek_event().start_mark
+            )
+        if self._depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nests deeper than {MAX_YAML_DEPTH} levels; a run config is two levels deep", self.peek_event().start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _Loader.add_implicit_resolver(
@@ -410,22 +657,39 @@ def fit_micro_batch(batch_size: int, micro_batch_size: int) -> int:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Parse a YAML run config and reject unknown keys (``--config FILE``)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--config {path} does not exist; pass a YAML file")
     try:
-        data = yaml.load(path.read_text(), Loader=_Loader) or {}
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path} does not exist; pass a YAML file") from None
+    except OSError as error:  # a name longer than the filesystem allows, a directory not searchable
+        raise ConfigError(f"--config {path} cannot be read ({error.strerror}); pass a YAML file") from None
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or read forever
+        raise ConfigError(f"--config {path} is not a regular file; pass a YAML file")
+    if info.st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"--config {path} is {info.st_size} bytes, more than a run config's limit of {MAX_YAML_BYTES}; pass the YAML run config")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"--config {path} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"--config {path} cannot be read ({error.strerror}); pass a readable YAML file") from None
+    try:
+        data = yaml.load(text, Loader=_Loader) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"--config {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    except ValueError as error:  # an integer of more digits than Python converts (4300, Python 3.11)
+        reason = str(error).splitlines()[0].split("; use sys.set_int_max_str_digits")[0]  # advice for programmers
+        raise ConfigError(f"--config {path} holds a value that cannot be read ({reason}); correct that value") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path} must hold a mapping of keys to values, got {type(data).__name__}")
     heal = data.get("heal") or {}
     problems = []
-    unknown = sorted(set(data) - PRUNE_KEYS - {"heal"})
+    unknown = sorted(map(str, set(data) - PRUNE_KEYS - {"heal"}))
     if unknown:
         problems.append(f"unknown key(s) {', '.join(unknown)} in --config {path}; allowed: {', '.join(sorted(PRUNE_KEYS | {'heal'}))}")
     if not isinstance(heal, dict):
         problems.append(f"'heal' in --config {path} must be a mapping of healing options")
-    elif unknown_heal := sorted(set(heal) - HEAL_KEYS):
+    elif unknown_heal := sorted(map(str, set(heal) - HEAL_KEYS)):
         problems.append(f"unknown heal key(s) {', '.join(unknown_heal)} in --config {path}; allowed: {', '.join(sorted(HEAL_KEYS))}")
     if problems:
         raise ConfigError("; ".join(problems))
