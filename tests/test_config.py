@@ -165,10 +165,9 @@ def test_compare_never_deletes_a_rows_folder_it_did_not_write(tmp_path):
 def test_compare_and_sweep_refuse_a_vlm_on_data_no_suite_scores(tmp_path):
     """A VLM on rows of its own has no built-in suite to score compare's and sweep's rows; it used
     to fail after loading with a traceback (and compare left its --out behind)."""
-    from test_cli_errors import assert_clean_failure, run
-
     from interlace.compare import CompareConfig, compare
     from interlace.embedded import MODEL_DIR
+    from test_cli_errors import assert_clean_failure, run
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"text": "a plain text row"}\n')

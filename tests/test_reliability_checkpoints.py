@@ -339,3 +339,16 @@ def test_bf16_prune_of_smollm2_saves_and_verifies(tmp_path, fresh_accelerator_st
     manifest = json.loads((tmp_path / "out" / "interlace_manifest.json").read_text())
     assert report.layers_after == 27 and manifest["verification"]["max_abs_logit_diff"] == 0.0
     assert verify(tmp_path / "out").model_class == "LlamaForCausalLM"
+
+
+def test_eval_of_a_text_model_whose_tokenizer_leaves_nothing_to_score(tmp_path):
+    """A causal LM without a tokenizer of its own turns every held-out passage into fewer than two
+    tokens; eval used to end in a ValueError traceback (found by scripts/adversarial.py)."""
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=64, bos_token_id=0, eos_token_id=1)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
+    result = run("eval", str(tmp_path / "gpt2"))
+    output = result.stdout + result.stderr
+    # The model loads before the data is scored, so transformers' loading bar may precede the line.
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and "Traceback" not in output and len(errors) == 1, output
+    assert "nothing to score" in errors[0] and "check its tokenizer" in errors[0]

@@ -169,7 +169,10 @@ def eval_command(
             fail(f"--data {data}: {_one_line(error)}")
         where = f"--data {data} ({len(rows)} rows)"
     elif not is_vision_language(loaded.config):
-        result = TEXT.evaluate(loaded, processor, n_per_task, batch_size=batch_size)
+        try:  # a tokenizer that turns every passage into fewer than two tokens leaves nothing to score
+            result = TEXT.evaluate(loaded, processor, n_per_task, batch_size=batch_size)
+        except ValueError as error:
+            fail(f"{name}: {_one_line(error)}; check its tokenizer, or pass --data with rows it can read")
         where = "held-out Python-docs prose (pydocs test split)"
     else:
         result = VQA.evaluate(loaded, processor, n_per_task, batch_size=batch_size)
