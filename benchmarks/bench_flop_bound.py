@@ -1,4 +1,4 @@
-"""Does `interlace bench` measure what the FLOP count predicts? (issue 5, item 4)
+"""Does `interlace bench` measure what the FLOP count predicts?
 
 On a decoder-dominated text model (Qwen3, 12 layers, hidden 768, no image, 256-token prompt), removing
 25% of the layers should speed prefill and decode up by almost exactly FLOPs(dense) / FLOPs(pruned).
@@ -23,12 +23,14 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # embedded_build: the toy's builder
+
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from interlace.bench import BenchSettings, benchmark
-from interlace.embedded.build import build_tokenizer
+from embedded_build import build_tokenizer  # noqa: E402
 from interlace.loading import load_model
+from interlace.speed.bench import BenchSettings, benchmark
 from interlace.surgery import remove_layers
 
 TOLERANCE = 0.03

@@ -1,6 +1,6 @@
 """Does depth matter in the embedded model? Remove 25% of its decoder layers with no healing.
 
-Two choices of layers, as issue 2 asks:
+Two choices of layers:
   * the last K layers;
   * the K layers whose input and output hidden states are most similar (highest mean cosine,
     ShortGPT's choice), scored on the calibration split.
@@ -18,9 +18,9 @@ import json
 
 import torch
 
-from interlace.analyze import compute_scores
+from interlace.calibration import compute_scores
 from interlace.data import vqa
-from interlace.evaluate import evaluate
+from interlace.evaluation.generate import evaluate
 from interlace.loading import load_model
 from interlace.methods import drop_budget, select_layers
 from interlace.surgery import remove_layers

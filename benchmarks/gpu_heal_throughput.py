@@ -36,15 +36,17 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # embedded_build: the toy's builder
+
 import torch
 from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+from embedded_build import CHAT_TEMPLATE, build_tokenizer  # noqa: E402
 from interlace.data import vqa
-from interlace.embedded.build import CHAT_TEMPLATE, build_tokenizer
-from interlace.flops import TokenCounts, heal_step_flops, vision_flops
-from interlace.heal import HealConfig, heal
-from interlace.heal_data import StepDataset, step_order
+from interlace.heal.data import StepDataset, step_order
+from interlace.heal.loop import HealConfig, heal
+from interlace.speed.flops import TokenCounts, heal_step_flops, vision_flops
 from interlace.surgery import remove_layers
 
 TEXT = dict(

@@ -1,7 +1,7 @@
 """Prefill and decode speed of Qwen3-VL-8B/4B-shaped models, dense vs 9 of 36 layers removed, on one GPU.
 
-The paper reports a 1.18x prefill speedup on Qwen3-VL-8B with 9 of 36 layers removed (SPEC
-section 3). This script measures that on real sizes without downloading anything: the models are
+The paper reports a 1.18x prefill speedup on Qwen3-VL-8B with 9 of 36 layers removed (arXiv
+2511.19676, its Qwen3-VL-8B results). This script measures that on real sizes without downloading anything: the models are
 built from a ``Qwen3VLConfig`` with the released shapes and random bf16 weights, initialised
 directly on the GPU; the pruned copy loses 9 non-DeepStack layers chosen like INTERLACE (the first
 layer of 9 disjoint triplets after the DeepStack layers 0..2). Speed does not depend on which
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-from interlace.bench import BenchSettings, benchmark, parse_image_size
+from interlace.speed.bench import BenchSettings, benchmark, parse_image_size
 from interlace.surgery import remove_layers
 
 # Released shapes (Qwen3-VL-8B/4B-Instruct config.json). 4B: 32 heads of 128 on a 2560-wide stream.

@@ -1,4 +1,4 @@
-"""Distillation vs cross-entropy healing on the embedded suite (issue 6).
+"""Distillation vs cross-entropy healing on the embedded suite.
 
 For each ratio and healing loss, several seeds (each seed changes the healing data drawn from the
 training stream and its order), same data budget; prints retention mean +- spread as markdown.
@@ -14,12 +14,12 @@ import statistics
 
 import torch
 
-from interlace.compare import apply_plan
-from interlace.config import EMBEDDED_HEAL
+from interlace.config import EMBEDDED_HEAL, PruneConfig
 from interlace.data.vqa import load_split
-from interlace.evaluate import evaluate
-from interlace.heal import HealConfig
+from interlace.evaluation.generate import evaluate
+from interlace.heal.loop import HealConfig
 from interlace.methods import drop_budget
+from interlace.stages import pruned_copy
 from interlace.sweep import Session, ratio_for
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     test = load_split("test", args.n_per_task)
     rows: dict[tuple[float, str], list[float]] = {}
     for seed in (int(s) for s in args.seeds.split(",")):
-        session = Session(None, "embedded", None, seed, 384, args.train_samples, "interlace", log=print)
+        session = Session(PruneConfig(data="embedded", seed=seed, calib_samples=384, train_samples=args.train_samples), log=print)
         dense = evaluate(session.model, session.processor, test, progress=False).overall
         for ratio in (float(r) for r in args.ratios.split(",")):
             from interlace.methods import select_layers
@@ -47,7 +47,7 @@ def main() -> None:
             plan = select_layers("interlace", session.scores, ratio_for(k, session.num_layers), use_final_state=args.use_final_state)
             for loss in args.losses.split(","):
                 config = HealConfig(**EMBEDDED_HEAL, seed=seed, loss=loss)
-                pruned = apply_plan(session.model, session.processor, plan, session.train, config, session.calib)
+                pruned = pruned_copy(session.model, session.processor, plan, session.train, config, session.calib)
                 retention = evaluate(pruned, session.processor, test, progress=False).overall / dense
                 rows.setdefault((ratio, loss), []).append(retention)
                 print(f"seed {seed} ratio {ratio} ({k} layers, drop {plan.dropped}) loss {loss}: retention {retention:.4f}", flush=True)

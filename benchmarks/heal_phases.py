@@ -1,4 +1,4 @@
-"""Where a healing step's time goes: forward, backward and optimizer, survivors vs all layers (issue 17).
+"""Where a healing step's time goes: forward, backward and optimizer, survivors vs all layers.
 
 ``pipeline_cost.py`` times whole ``heal`` runs and finds survivors-only healing *cheaper* than its
 FLOP bound on SmolLM2. This times the phases of the same kind of step (cut model, the plan's
@@ -24,15 +24,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 
-from interlace.analyze import compute_scores
 from interlace.arch import get_arch
+from interlace.calibration import compute_scores
 from interlace.data import sources
 from interlace.data.chat import training_batches
-from interlace.flops import heal_step_flops
-from interlace.heal import set_trainable
+from interlace.heal.loop import set_trainable
+from interlace.heal.losses import ce_sum
 from interlace.loading import load_model
-from interlace.losses import ce_sum
 from interlace.methods import select_layers
+from interlace.speed.flops import heal_step_flops
 from interlace.surgery import remove_layers
 
 PHASES = ("forward", "backward", "optimizer")

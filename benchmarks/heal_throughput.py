@@ -38,14 +38,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 
-from interlace.analyze import compute_scores
 from interlace.arch import get_arch
+from interlace.calibration import compute_scores
 from interlace.data import sources
-from interlace.flops import heal_step_flops
-from interlace.heal import HealConfig, heal
-from interlace.heal_data import StepDataset, step_order
+from interlace.heal.data import StepDataset, step_order
+from interlace.heal.loop import HealConfig, heal
 from interlace.loading import load_model
 from interlace.methods import select_layers
+from interlace.speed.flops import heal_step_flops
 from interlace.surgery import remove_layers
 
 VARIANTS = {

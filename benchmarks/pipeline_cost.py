@@ -1,4 +1,4 @@
-"""What calibration, healing and SLEB cost, against their limits (issue 17).
+"""What calibration, healing and SLEB cost, against their limits.
 
 Five figures, each measured side by side in one process (rounds alternate the order of the things
 compared; a ratio is the median over rounds of the within-round ratio, so drift of a shared machine
@@ -13,7 +13,7 @@ slower than a round cancels):
    ``max_memory_allocated`` on CUDA, as ``interlace bench``). Goal: flat.
 4. healing: a ``heal`` run with only the survivors of an INTERLACE 25% plan trainable / the same
    run with every decoder layer of the cut model trainable, against the FLOP bound of the two layer
-   sets (``interlace.flops.heal_step_flops``). Goal: within 5% of the bound.
+   sets (``interlace.speed.flops.heal_step_flops``). Goal: within 5% of the bound.
 5. SLEB: one removal step on one calibration batch / a plain forward of that batch, i.e. its cost in
    plain-forward equivalents (per step and per candidate), next to the FLOP ideal.
 
@@ -41,16 +41,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 
-from interlace.analyze import compute_scores
 from interlace.arch import get_arch
-from interlace.bench import _memory_probe
+from interlace.calibration import compute_scores
 from interlace.data import sources
 from interlace.data.chat import batch_inputs, training_batches
-from interlace.flops import decoder_flops, heal_step_flops
-from interlace.heal import HealConfig, heal
+from interlace.heal.loop import HealConfig, heal
 from interlace.loading import load_model
 from interlace.methods import select_layers
 from interlace.methods.sleb import sleb_order
+from interlace.speed.bench import _memory_probe
+from interlace.speed.flops import decoder_flops, heal_step_flops
 from interlace.surgery import remove_layers
 
 KS = (1, 2, 3)

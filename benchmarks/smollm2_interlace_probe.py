@@ -12,13 +12,13 @@ import time
 
 import torch
 
-from interlace.analyze import compute_scores
-from interlace.compare import apply_plan
+from interlace.calibration import compute_scores
 from interlace.data import sources
-from interlace.heal import HealConfig
+from interlace.evaluation.suites import TEXT
+from interlace.heal.loop import HealConfig
 from interlace.loading import load_model
 from interlace.methods import select_layers
-from interlace.suites import TEXT
+from interlace.stages import pruned_copy
 
 
 def main() -> None:
@@ -48,7 +48,7 @@ def main() -> None:
     for method, label, heal_config, count in runs:
         started = time.perf_counter()
         plan = select_layers(method, scores, 0.25)
-        pruned = apply_plan(model, tokenizer, plan, train[:count] if heal_config else None, heal_config or HealConfig(), calib)
+        pruned = pruned_copy(model, tokenizer, plan, train[:count] if heal_config else None, heal_config or HealConfig(), calib)
         result = TEXT.evaluate(pruned, tokenizer, args.n, progress=False)
         wall = time.perf_counter() - started
         print(f"| {method} | {plan.dropped} | {label} | {count if heal_config else 0} | {result['perplexity']:.2f} | "

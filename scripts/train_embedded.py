@@ -2,7 +2,7 @@
 
     python scripts/train_embedded.py --out src/interlace/embedded/model
 
-Two stages, as the feasibility runs in issue 2 suggested:
+Two stages (docs/embedded.md describes the recipe):
 1. the CLIP vision tower alone learns per-cell labels (colour, shape, digit value), so vision is
    solved before the decoder starts;
 2. the projector and the Qwen3 decoder learn the questions (vision frozen), loss on answer tokens.
@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from transformers import LlavaForConditionalGeneration
 
 import embedded_tasks  # beside this script; registers the training-only questions into vqa
+from embedded_build import CHAT_TEMPLATE, build_config, build_processor
 from embedded_tasks import COT_STEPS, PRIMER_TASKS
 from interlace.data import chat, vqa
-from interlace.embedded.build import CHAT_TEMPLATE, build_config, build_processor
 from interlace.surgery import renumber_layers
 
 COLOUR_INDEX = {c: i + 1 for i, c in enumerate(vqa.COLOURS)}  # 0 empty, 5 digit (white)

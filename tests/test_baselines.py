@@ -102,7 +102,7 @@ def _brute_force_loss(model, batches, removed):
 
 
 def test_sleb_order_is_the_brute_force_greedy_order_with_padding_and_protected_layers():
-    """The cached replay, the skipped layers and the labelled-positions-only lm_head (issue 17)
+    """The cached replay, the skipped layers and the labelled-positions-only lm_head
     choose what full forwards of every candidate choose."""
     model = tiny_llama(7)
     batches = [_self_labelled_batch(model, s) for s in range(3)]

@@ -1,6 +1,6 @@
-"""interlace.bench: the FLOP formula on hand-computed cases, alternating runs, JSON and CLI, GPU script on CPU.
+"""interlace.speed.bench: the FLOP formula on hand-computed cases, alternating runs, JSON and CLI, GPU script on CPU.
 
-No test asserts a timing: speed targets live in benchmarks/ (STYLE: no timed asserts).
+No test asserts a timing: speed targets live in benchmarks/ (a timed assert fails on a busy machine, not on a slow change).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import torch
 from transformers import LlamaConfig, Qwen3VLConfig
 from typer.testing import CliRunner
 
-from interlace import bench
-from interlace.bench import BenchSettings, benchmark, build_inputs
-from interlace.flops import TokenCounts, causal_pairs, decoder_flops, heal_step_flops, vision_flops
+from interlace.speed import bench
+from interlace.speed.bench import BenchSettings, benchmark, build_inputs
+from interlace.speed.flops import TokenCounts, causal_pairs, decoder_flops, heal_step_flops, vision_flops
 from interlace.surgery import remove_layers
 from tiny_models import VOCAB, dense_model
 
@@ -140,7 +140,7 @@ def test_text_prompt_avoids_special_tokens():
 
 
 def test_llava_image_goes_through_its_processor():
-    from interlace.embedded.build import build_config, build_processor
+    from embedded_build import build_config, build_processor
 
     config = build_config(hidden_size=64, num_layers=2, vision_hidden_size=32, vision_layers=1)
     inputs, counts = build_inputs(config, build_processor(), BenchSettings(prompt_tokens=8, image_size=(50, 70)))
@@ -222,7 +222,7 @@ def test_fast_mode_defaults_to_an_image_for_vlms():
 
 
 def _save(model, path: Path) -> Path:
-    from interlace.embedded.build import build_tokenizer
+    from embedded_build import build_tokenizer
 
     model.save_pretrained(path)
     build_tokenizer().save_pretrained(path)

@@ -26,7 +26,7 @@ def test_brief_heal_is_a_fixed_share_of_the_budget_but_at_least_one_step():
 @pytest.fixture(scope="module")
 def embedded():
     from interlace.data import sources
-    from interlace.heal import HealConfig
+    from interlace.heal.loop import HealConfig
     from interlace.loading import load_model
     from interlace.stages import calibrate
 
@@ -85,7 +85,7 @@ def test_the_chooser_honours_protection(embedded):
 
 def test_the_chooser_on_a_tiny_gemma3_text_model():
     """Another family, text only: plain-text rows where every token is a target."""
-    from interlace.heal import HealConfig
+    from interlace.heal.loop import HealConfig
     from interlace.stages import calibrate
     from test_text_models import WORDS, word_tokenizer
     from tiny_models import dense_model
@@ -100,7 +100,7 @@ def test_the_chooser_on_a_tiny_gemma3_text_model():
 
 
 def test_prune_method_auto_records_every_candidate_in_the_manifest(tmp_path):
-    from interlace.heal import HealConfig
+    from interlace.heal.loop import HealConfig
     from interlace.pipeline import PruneConfig, prune
 
     out = tmp_path / "auto"

@@ -1,6 +1,5 @@
 """Bad input to the real CLI: exit 2, one `error:` line that names the problem, no traceback, and
-no output directory created or touched (issue 7); types, ranges, environment and failure states
-(issue 16)."""
+no output directory created or touched; types, ranges, environment and failure states."""
 
 import json
 import os
@@ -155,7 +154,7 @@ def assert_nothing_written(out):
     assert not out.exists() and not Path(f"{out}.work").exists() and not Path(f"{out}.tmp").exists()
 
 
-# --- issue 16 -------------------------------------------------------------------------------------
+# --- types, ranges, environment and failure states ------------------------------------------------
 # 1. YAML values are checked against their declared types, with the key named.
 
 
@@ -284,7 +283,7 @@ def test_mostly_non_utf8_data_fails_naming_the_file_and_leaves_nothing(tmp_path)
 # the error line names with how to resume or discard it.
 
 POISON = """
-import interlace.heal as heal
+import interlace.heal.loop as heal
 
 calls = {"n": 0}
 real = heal.objective
@@ -334,7 +333,7 @@ setattr(module, "{name}", interrupted)
 
 @pytest.mark.parametrize(
     "module, name, kept",
-    [("interlace.analyze", "compute_scores", False), ("interlace.verify", "verify", True)],
+    [("interlace.calibration", "compute_scores", False), ("interlace.evaluation.verify", "verify", True)],
     ids=["calibration", "save-verify"],
 )
 def test_ctrl_c_at_a_stage_leaves_what_the_readme_says(tmp_path, module, name, kept):
@@ -418,7 +417,7 @@ def test_consecutive_block_that_cannot_fit_is_refused_before_calibration(tmp_pat
     assert_nothing_written(out)
 
 
-# Further cases of the same kind (issue 16): other commands, broken checkpoints, shared --out.
+# Further cases of the same kind: other commands, broken checkpoints, shared --out.
 
 
 @pytest.fixture
@@ -491,7 +490,7 @@ def test_resume_with_other_options_is_refused(tmp_path):
 
 
 def test_a_ratio_search_is_validated_before_it_starts(tmp_path):
-    # issue 19: --target-retention ran its search (a load, calibration, heals) before validate()
+    # a regression: --target-retention ran its search (a load, calibration, heals) before validate()
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")

@@ -1,4 +1,4 @@
-"""The run-config flags are generated from PruneConfig and HealConfig (issue 19, item 2): each field
+"""The run-config flags are generated from PruneConfig and HealConfig (interlace.cli.flags): each field
 is a flag with the dataclass's default and its docstring line as help, so nothing repeats them."""
 
 import dataclasses
@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 import typer
 
-from interlace.cli import app
-from interlace.cli_flags import attribute_docs
+from interlace.cli.app import app
+from interlace.cli.flags import attribute_docs
 from interlace.config import EMBEDDED_HEAL, HEAL_PARAMS, HealConfig, PruneConfig
 
 
@@ -56,3 +56,26 @@ def test_compare_and_sweep_share_the_defaults():
             assert flags[name].default == getattr(PruneConfig(), name), (command, name)
     assert options("compare")["ratio"].default == PruneConfig().ratio
     assert options("sweep")["method"].default == PruneConfig().method
+
+
+def test_compare_and_sweep_take_the_run_flags_they_pass_on():
+    """compare and sweep build the PruneConfig prune runs; its dtype, deepstack and protected
+    layers reach the model they load (sweep's Session once took neither dtype nor deepstack)."""
+    for command in ("compare", "sweep"):
+        flags = options(command)
+        for name in ("dtype", "deepstack", "protect"):
+            assert flags[name].default == getattr(PruneConfig(), name), (command, name)
+
+
+def test_bench_flags_are_generated_from_bench_settings():
+    from interlace.speed.settings import BenchSettings
+
+    flags, fast = options("bench"), BenchSettings.fast()
+    for field in dataclasses.fields(BenchSettings):
+        if field.name == "image_size":  # declared by the command, which parses 448x448
+            continue
+        option, by_fast = flags[field.name], getattr(fast, field.name) != field.default
+        assert option.default == (None if by_fast else field.default), field.name  # unset: --fast decides
+        assert attribute_docs(BenchSettings)[field.name][1:] in option.help, field.name
+        if by_fast:
+            assert f"default {field.default}; --fast {getattr(fast, field.name)}" in option.help, field.name

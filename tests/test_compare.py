@@ -34,12 +34,12 @@ def test_an_interrupted_compare_resumed_gives_the_rows_of_a_full_one(tmp_path):
     import pytest
 
     from interlace.compare import CompareConfig, CompareResumeError, compare
-    from interlace.heal import HealConfig
+    from interlace.config import HealConfig, PruneConfig
 
     def config(out, resume=False, **changes):
-        values = dict(out=out, methods=("reverse-ft", "shortgpt", "interlace"), calib_samples=24, train_samples=32,
-                      eval_samples_per_task=5, bench=False, heal=HealConfig(lr=1e-3, batch_size=16, micro_batch_size=16), resume=resume)
-        return CompareConfig(**{**values, **changes})
+        values = dict(out=out, calib_samples=24, train_samples=32, eval_samples_per_task=5,
+                      heal=HealConfig(lr=1e-3, batch_size=16, micro_batch_size=16), resume=resume)
+        return CompareConfig(PruneConfig(**{**values, **changes}), methods=("reverse-ft", "shortgpt", "interlace"), bench=False)
 
     full = compare(config(tmp_path / "full"), log=lambda *_: None)
 

@@ -26,7 +26,7 @@ def test_bad_values_are_config_errors():
         read_yaml("/no/such/file.yaml")
 
 
-# Issue 16: every key is checked against its declared type, with the key named.
+# Every key is checked against its declared type, with the key named.
 
 
 def write(tmp_path, text):
@@ -70,7 +70,7 @@ def test_yaml_do_heal_no_unquoted_is_false(tmp_path):
 
 def test_the_library_checks_types_too():
     from interlace.config import PruneConfig
-    from interlace.heal import HealConfig
+    from interlace.heal.loop import HealConfig
 
     with pytest.raises(ConfigError, match=r"ratio must be a number, got 'abc'"):
         PruneConfig(ratio="abc")
@@ -140,9 +140,11 @@ def test_a_text_model_through_the_python_api_runs_like_the_cli(text_checkpoint, 
 def test_compare_from_python_refuses_what_the_cli_refuses(tmp_path):
     """compare.compare ran unchecked from Python: the CLI alone validated its inputs."""
     from interlace.compare import CompareConfig, compare
+    from interlace.config import PruneConfig
 
     out = tmp_path / "report"
-    config = CompareConfig(model=str(tmp_path / "no-such-model"), out=out, ratio=1.5, methods=("shortgpt", "nope"), calib_samples=0, seed=-1)
+    run = PruneConfig(model=str(tmp_path / "no-such-model"), out=out, ratio=1.5, calib_samples=0, seed=-1)
+    config = CompareConfig(run, methods=("shortgpt", "nope"))
     with pytest.raises(ConfigError) as raised:
         compare(config, log=lambda *_: None)
     message = str(raised.value)
@@ -153,12 +155,13 @@ def test_compare_from_python_refuses_what_the_cli_refuses(tmp_path):
 
 def test_compare_never_deletes_a_rows_folder_it_did_not_write(tmp_path):
     from interlace.compare import CompareConfig, compare
+    from interlace.config import PruneConfig
 
     precious = tmp_path / "rows" / "notes.txt"
     precious.parent.mkdir()
     precious.write_text("mine")
     with pytest.raises(ConfigError, match="did not write"):
-        compare(CompareConfig(out=tmp_path, methods=("shortgpt",), calib_samples=8), log=lambda *_: None)
+        compare(CompareConfig(PruneConfig(out=tmp_path, calib_samples=8), methods=("shortgpt",)), log=lambda *_: None)
     assert precious.read_text() == "mine"
 
 
@@ -166,6 +169,7 @@ def test_compare_and_sweep_refuse_a_vlm_on_data_no_suite_scores(tmp_path):
     """A VLM on rows of its own has no built-in suite to score compare's and sweep's rows; it used
     to fail after loading with a traceback (and compare left its --out behind)."""
     from interlace.compare import CompareConfig, compare
+    from interlace.config import PruneConfig
     from interlace.embedded import MODEL_DIR
     from test_cli_errors import assert_clean_failure, run
 
@@ -173,8 +177,99 @@ def test_compare_and_sweep_refuse_a_vlm_on_data_no_suite_scores(tmp_path):
     rows.write_text('{"text": "a plain text row"}\n')
     out = tmp_path / "report"
     with pytest.raises(ConfigError, match="vision-language model"):
-        compare(CompareConfig(model=str(MODEL_DIR), data=str(rows), out=out, methods=("shortgpt",)), log=lambda *_: None)
+        compare(CompareConfig(PruneConfig(model=str(MODEL_DIR), data=str(rows), out=out), methods=("shortgpt",)), log=lambda *_: None)
     assert not out.exists()
     result = run("sweep", str(MODEL_DIR), "--data", str(rows), "--ratios", "0.25", "--out", str(out))
     assert_clean_failure(result, "vision-language model", "--harness lmms-eval")
     assert not out.exists()
+
+
+def test_importing_the_options_loads_neither_the_checks_nor_yaml():
+    """interlace.config is three modules loaded on first use (PEP 562): the options alone stay light."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, interlace.config.options as o; from interlace.config import PruneConfig, HealConfig;"
+        "assert PruneConfig is o.PruneConfig and HealConfig is o.HealConfig;"
+        "print(sorted(m for m in ('yaml', 'torch', 'transformers', 'interlace.config.validation', 'interlace.config.merge') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+    from interlace import config
+
+    for name in config.__all__:  # every re-exported name resolves to its module's object
+        assert getattr(config, name) is not None, name
+    with pytest.raises(ImportError):
+        from interlace.config import no_such_name  # noqa: F401
+
+
+def test_a_text_models_eval_count_is_checked_against_its_own_suite(text_checkpoint, tmp_path):
+    """count_problems capped every model's held-out count at the visual-QA test split's per task;
+    the text suite takes what its held-out text yields, so a text model has no upper limit."""
+    from interlace.config import PruneConfig, count_problems, eval_problems, validate
+    from interlace.data import vqa
+
+    over = vqa.TEST_RESERVE + 1
+    assert count_problems(8, None, over, vision=False) == []
+    assert count_problems(8, None, 0, vision=False) == ["--eval-samples-per-task must be >= 1, got 0"]
+    assert count_problems(8, None, over) == [f"--eval-samples-per-task must be in 1..{vqa.TEST_RESERVE}, got {over}"]
+    validate(PruneConfig(model=str(text_checkpoint), out=tmp_path / "text", eval_samples_per_task=over))
+    with pytest.raises(ConfigError, match=f"must be in 1..{vqa.TEST_RESERVE}"):
+        validate(PruneConfig(out=tmp_path / "vlm", eval_samples_per_task=over))  # the embedded VLM
+    assert eval_problems(str(text_checkpoint), over) == []
+    assert eval_problems(None, over) == [f"--n-per-task must be in 1..{vqa.TEST_RESERVE}, got {over}"]
+
+
+def test_compare_from_python_resolves_a_text_models_data_like_the_cli(text_checkpoint, tmp_path):
+    """CompareConfig holds the PruneConfig prune takes: data None becomes pydocs for a text model
+    (with_model_defaults), and the visual-QA data it cannot read is refused before anything loads."""
+    import dataclasses
+    import json
+
+    from interlace.compare import CompareConfig, compare
+    from interlace.config import HealConfig, PruneConfig
+
+    heal = HealConfig(lr=1e-3, batch_size=4, micro_batch_size=4)
+    run = PruneConfig(model=str(text_checkpoint), out=tmp_path / "report", calib_samples=4, train_samples=8, eval_samples_per_task=2, heal=heal)
+    with pytest.raises(ConfigError, match="text-only model"):
+        compare(CompareConfig(dataclasses.replace(run, data="embedded"), methods=("shortgpt",)), log=lambda *_: None)
+    assert not (tmp_path / "report").exists()
+    report = compare(CompareConfig(run, methods=("shortgpt",), bench=False), log=lambda *_: None)
+    assert run.data is None  # the caller's object is left as it was
+    assert report["suite"] == "text" and set(report["methods"]) == {"shortgpt"}
+    assert json.loads((tmp_path / "report" / "rows" / "options.json").read_text())["data"] == "pydocs"
+
+
+def test_compare_and_sweep_take_the_run_prune_takes(tmp_path):
+    """compare.CompareConfig and sweep.Session are built from a PruneConfig and validated as prune's
+    run is, before anything loads; a wrong object is a TypeError that names what is wanted."""
+    from interlace.compare import CompareConfig, compare
+    from interlace.config import PruneConfig
+    from interlace.sweep import Session
+
+    missing = str(tmp_path / "no-such-model")
+    with pytest.raises(ConfigError, match="no-such-model"):
+        Session(PruneConfig(model=missing, out=tmp_path / "sweep"), log=lambda *_: None)
+    with pytest.raises(ConfigError, match="--method 'nope' is unknown"):
+        Session(PruneConfig(method="nope", out=tmp_path / "sweep"), log=lambda *_: None)
+    with pytest.raises(ConfigError, match="--dtype 'float64' is not supported"):
+        compare(CompareConfig(PruneConfig(dtype="float64", out=tmp_path / "report"), methods=("shortgpt",)), log=lambda *_: None)
+    with pytest.raises(TypeError, match="run must be a PruneConfig"):
+        CompareConfig({"model": None})
+    with pytest.raises(TypeError, match="methods must be a tuple"):
+        CompareConfig(PruneConfig(), methods="shortgpt,sleb")
+    assert not (tmp_path / "sweep").exists() and not (tmp_path / "report").exists()
+
+
+def test_compare_all_is_every_registered_method_in_the_papers_table_order():
+    """compare.ALL is derived from the registry: a new method joins the comparison by registering."""
+    from interlace.compare import ALL
+    from interlace.methods import METHODS
+
+    assert ALL == (
+        "interlace", "interlace-oa", "interlace-tn", "consecutive", "consecutive-sk", "random",
+        "shortgpt", "shortgpt-ft", "angular", "angular-ft", "reverse", "reverse-ft", "deepest-block", "deepest-block-ft",
+        "sleb", "sleb-ft", "magnitude-2:4", "wanda-2:4",
+    )  # fmt: skip
+    assert {name.removesuffix("-ft") for name in ALL} == set(METHODS) - {"auto"}  # the chooser picks among the others

@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from interlace.cli_surgery import parse_drop
+from interlace.cli.surgery import parse_drop
 from interlace.cut import cut_checkpoint, rename_key
+from interlace.evaluation.verify import verify
 from interlace.surgery import remove_layers
-from interlace.verify import verify
 from tiny_models import BY_NAME, PADDED_LENGTHS, dense_model, make_inputs
 
 # Sharded saves make the cutter stream several files, drop shards that held only removed layers

@@ -1,5 +1,5 @@
 """Healing under `accelerate launch --num_processes 2` (gloo on CPU) follows the one-process run:
-same global batch, same loss curve and weights within float tolerance (issue 6)."""
+same global batch, same loss curve and weights within float tolerance."""
 
 import json
 import os

@@ -33,7 +33,7 @@ def test_weights_are_small_half_precision_safetensors():
 def test_shipped_processor_matches_the_one_the_trainer_builds():
     # The shipped weights were trained with this template and these token ids: a drift in build.py
     # without retraining would silently change every prompt the model sees.
-    from interlace.embedded.build import CHAT_TEMPLATE, build_tokenizer
+    from embedded_build import CHAT_TEMPLATE, build_tokenizer
 
     processor = AutoProcessor.from_pretrained(MODEL_DIR)
     assert processor.chat_template == CHAT_TEMPLATE

@@ -2,9 +2,9 @@
 
 import torch
 
+from embedded_build import build_processor
 from interlace.data import vqa
-from interlace.embedded.build import build_processor
-from interlace.evaluate import evaluate, normalise, score
+from interlace.evaluation.generate import evaluate, normalise, score
 
 
 class ScriptedModel:

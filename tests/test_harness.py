@@ -14,10 +14,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from interlace import harness
 from interlace.arch import BY_MODEL_TYPE
 from interlace.data import vqa
 from interlace.embedded import MODEL_DIR
+from interlace.evaluation import lmms_eval as harness
 
 ROOT = Path(__file__).resolve().parents[1]
 LMMS_PYTHON = ROOT / ".venv-lmms" / "bin" / "python"
@@ -237,7 +237,7 @@ def test_mapped_names_exist_in_lmms_eval_and_dtype_support_matches(lmms_python):
 @pytest.fixture(scope="module")
 def builtin_result():
     """interlace's own evaluation of the embedded model on the questions the lmms tests export."""
-    from interlace.evaluate import evaluate
+    from interlace.evaluation.generate import evaluate
     from interlace.loading import load_model
 
     model, processor = load_model(None, device="cpu")

@@ -1,10 +1,10 @@
-"""Survivors-only healing does no work for the frozen layers (issue 17)."""
+"""Survivors-only healing does no work for the frozen layers."""
 
 import pytest
 
 from interlace.arch import get_arch
 from interlace.data import vqa
-from interlace.heal import HealConfig, heal, load_checkpoint
+from interlace.heal.loop import HealConfig, heal, load_checkpoint
 from interlace.loading import load_model
 
 

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from interlace.analyze import compute_scores, length_order
+from interlace.calibration import compute_scores, length_order
 from interlace.data import sources, vqa
 from interlace.data.chat import IGNORE_INDEX, collate, encode_for_training, tokenizer_of
-from interlace.heal import HealConfig, heal
-from interlace.heal_data import (
+from interlace.heal.data import (
     StepDataset,
     length_groups,
     pack,
@@ -21,8 +20,9 @@ from interlace.heal_data import (
     step_loader,
     step_order,
 )
+from interlace.heal.loop import HealConfig, heal
+from interlace.heal.losses import ce_sum
 from interlace.loading import load_model
-from interlace.losses import ce_sum
 from interlace.methods import select_layers
 from test_text_models import QWEN_TEMPLATE, ROWS, SMOLLM2_TEMPLATE, tiny_checkpoint
 from tiny_models import dense_model

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from interlace.data import vqa
-from interlace.heal import HealConfig, heal
+from interlace.heal.loop import HealConfig, heal
+from interlace.heal.losses import ce_sum, hidden_mse_sum, kd_sum, objective
 from interlace.loading import load_model
-from interlace.losses import ce_sum, hidden_mse_sum, kd_sum, objective
 from interlace.surgery import remove_layers
 
 IGN = -100
@@ -77,7 +77,7 @@ def test_lora_healing_merges_into_a_plain_model():
 
 
 def test_lora_healing_keeps_train_lm_head():
-    # issue 19: LoRA healing froze everything again after set_trainable and dropped the lm_head
+    # a regression: LoRA healing froze everything again after set_trainable and dropped the lm_head
     model, processor = load_model(None)
     head = model.get_output_embeddings().weight.detach().clone()
     samples = vqa.load_split("calib", 8)[:16]

@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from interlace.evaluation.verify import verify
 from interlace.export import model_card
-from interlace.heal import HealConfig
+from interlace.heal.loop import HealConfig
 from interlace.pipeline import PruneConfig, prune
-from interlace.verify import verify
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from interlace import zoo
 from interlace.data import realtext
 from interlace.data.sources import DataSpecError, iter_samples, load_samples, parse_data_spec
-from interlace.evaluate_text import (
+from interlace.evaluation.text import (
     ClozeItem,
     choice_items,
     choice_logprobs,
@@ -270,7 +270,7 @@ def test_choice_items_are_deterministic_and_hold_the_true_continuation():
 
 def test_ppl_retention():
     assert ppl_retention(20.0, 25.0) == pytest.approx(0.8)
-    assert ppl_retention(0.0, 1.0) is None  # undefined, reported as n/a (interlace.suites.retention)
+    assert ppl_retention(0.0, 1.0) is None  # undefined, reported as n/a (interlace.evaluation.suites.retention)
     assert ppl_retention(20.0, float("inf")) is None
 
 
@@ -351,7 +351,7 @@ def _smollm2():
 
 @pytest.mark.slow
 def test_dense_smollm2_reads_held_out_english():
-    from interlace.evaluate_text import evaluate_text
+    from interlace.evaluation.text import evaluate_text
 
     model, tokenizer = _smollm2()
     start = time.monotonic()

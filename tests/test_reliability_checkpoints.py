@@ -28,10 +28,10 @@ from interlace import zoo
 from interlace.config import HealConfig, PruneConfig
 from interlace.data import vqa
 from interlace.embedded import MODEL_DIR
-from interlace.heal import NoAnswerTokensError, heal
+from interlace.evaluation.verify import VerificationError, verify
+from interlace.heal.loop import NoAnswerTokensError, heal
 from interlace.loading import DamagedModelError, ModelNotFoundError, check_model, load_model
 from interlace.surgery import remove_layers
-from interlace.verify import VerificationError, verify
 from test_cli_errors import assert_clean_failure, run
 
 LAYER_KEY = "language_model.model.layers.3.mlp.up_proj.weight"  # the embedded model's stored layout

@@ -304,9 +304,9 @@ def test_unwritable_interlace_cache(tmp_path):
 
 
 def test_api_entry_points_name_the_wrong_argument():
-    from interlace.analyze import compute_scores
+    from interlace.calibration import compute_scores
     from interlace.config import HealConfig, validate
-    from interlace.heal import heal
+    from interlace.heal.loop import heal
     from interlace.loading import load_model
     from interlace.methods import select_layers
     from interlace.pipeline import prune

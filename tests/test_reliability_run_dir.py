@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from interlace import heal_state, run_dir
+from interlace import run_dir
 from interlace.embedded import MODEL_DIR
+from interlace.heal import state as heal_state
 from test_cli_errors import POISON, assert_clean_failure, run
 
 TINY = ["--no-eval", "--calib-samples", "8", "--batch-size", "16", "--micro-batch-size", "16", "--threads", "1"]
@@ -380,7 +381,7 @@ def test_a_full_disk_while_saving_the_result(tmp_path):
 def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_no_partial_one(tmp_path):
     """The partial latest.tmp/ kept the disk full, so --resume failed too."""
     out = tmp_path / "out"
-    code = FULL_DISK.format(module="interlace.heal_state", name="save_file", fail_at=2)
+    code = FULL_DISK.format(module="interlace.heal.state", name="save_file", fail_at=2)
     result = run("prune", *TINY, *FOUR_STEPS, "--save-every", "1", "--out", str(out), pythonpath=hook(tmp_path, code), cwd=tmp_path)
     line = one_error_line(result, 1)
     assert "cannot write the healing checkpoint" in line and "No space left on device" in line and "--resume" in line, line
@@ -447,7 +448,7 @@ def test_cut_that_fails_verification_leaves_no_output(tmp_path, cli, monkeypatch
     """It exited 2 and left the unverified checkpoint at dst, looking usable."""
     from typer.testing import CliRunner
 
-    from interlace import verify
+    from interlace.evaluation import verify
 
     def fails(path, *args, **kwargs):
         raise verify.VerificationError("logits of the reloaded model differ by 0.253")
@@ -462,7 +463,7 @@ def test_cut_that_fails_verification_leaves_no_output(tmp_path, cli, monkeypatch
 # --- 4. Ctrl-C in a sweep ------------------------------------------------------------------------
 
 SWEEP_INTERRUPT = """
-import interlace.heal as heal
+import interlace.heal.loop as heal
 
 
 def interrupted(*args, **kwargs):  # Ctrl-C while a probe heals: what heal() raises then

@@ -1,4 +1,4 @@
-"""Interruption and resume of healing, and numerical faults (issue 7).
+"""Interruption and resume of healing, and numerical faults.
 
 A real `interlace prune` subprocess is stopped with SIGTERM mid-heal, resumed with --resume, and
 must end with exactly the weights of an uninterrupted run (CPU, fixed seed).
@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from interlace.data import vqa
-from interlace.heal import HealConfig, NonFiniteLossError, heal, load_checkpoint
+from interlace.heal.loop import HealConfig, NonFiniteLossError, heal, load_checkpoint
 from interlace.loading import load_model
 
 ARGS = ["--no-eval", "--train-samples", "384", "--calib-samples", "24", "--batch-size", "16", "--micro-batch-size", "8", "--save-every", "2", "--threads", "1"]

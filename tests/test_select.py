@@ -82,7 +82,7 @@ def test_budget_and_plan_bookkeeping():
     assert Plan.from_json(plan.to_json()).to_json() == plan.to_json()
 
 
-# The consecutive ablation (issue 16): the released definition, its S_K variant, and K = 0.
+# The consecutive ablation: the released definition, its S_K variant, and K = 0.
 
 
 def scores(num_layers, s1, s2=None):

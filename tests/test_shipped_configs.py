@@ -1,4 +1,4 @@
-"""Every shipped config parses (STYLE 12: configs are tested artifacts)."""
+"""Every shipped config parses: a shipped config is a tested artifact, not documentation that can rot."""
 
 from pathlib import Path
 

@@ -1,9 +1,10 @@
-"""The layering issue 19 set up, read from the source by scripts/import_graph.py: one
+"""The package layering (docs/structure.md), read from the source by scripts/import_graph.py: one
 select -> cut -> heal core (interlace.stages) that prune, compare and sweep call, and a config
 module that the pipeline imports, not the reverse."""
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,17 @@ def test_only_the_core_cuts_and_selects(edges):
     for caller in ("pipeline", "compare", "sweep"):
         assert "surgery" not in edges[caller], caller  # cutting goes through stages.apply_plan
     assert "surgery" in edges["stages"]
+
+
+@pytest.mark.parametrize("path", sorted([*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "scripts").glob("*.py")]), ids=lambda p: p.name)
+def test_every_benchmark_and_script_imports(path):
+    """A moved or renamed library name breaks the scripts that import it, which no other test runs
+    (benchmarks/smollm2_interlace_probe.py imported a function its module no longer had)."""
+    name = f"_script_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[name]

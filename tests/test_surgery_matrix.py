@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from interlace.arch import KEPT_FIELD, get_arch
+from interlace.evaluation.verify import VerificationError, verify
 from interlace.surgery import identity_hooks, remove_layers
-from interlace.verify import VerificationError, verify
 from tiny_models import BY_NAME, FAMILIES, NUM_LAYERS, PADDED_LENGTHS, QWEN3_VL_DEEPSTACK, dense_model, make_inputs
 
 DROP_SETS = {"layer0": [0], "middle-pair": [2, 3], "last": [NUM_LAYERS - 1]}
@@ -146,7 +146,7 @@ def test_verify_catches_stale_num_hidden_layers(tmp_path):
 def test_verify_builds_image_text_input_from_saved_processor(tmp_path):
     from transformers import LlavaForConditionalGeneration
 
-    from interlace.embedded.build import build_config, build_processor
+    from embedded_build import build_config, build_processor
 
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(build_config(hidden_size=64, num_layers=4, vision_hidden_size=32)).eval()

@@ -6,14 +6,15 @@ import sys
 
 import pytest
 
-from interlace.heal import HealConfig
+from interlace.config import PruneConfig
+from interlace.heal.loop import HealConfig
 from interlace.sweep import Session, ratio_for, search_ratio
 
 
 @pytest.fixture(scope="module")
 def session():
     heal = HealConfig(lr=1e-3, batch_size=16, micro_batch_size=16)
-    return Session(None, "embedded", heal, seed=0, calib_samples=24, train_samples=32, method="interlace", log=lambda *_: None)
+    return Session(PruneConfig(data="embedded", heal=heal, seed=0, calib_samples=24, train_samples=32, method="interlace"), log=lambda *_: None)
 
 
 def test_ratio_for_hits_exactly_k_layers():
@@ -55,16 +56,28 @@ def test_sweep_cli_writes_json_and_two_curves(tmp_path):
 
 @pytest.mark.parametrize("method", ["angular", "consecutive-sk"])
 def test_a_block_method_probes_any_k_from_one_calibration(method):
-    # issue 19: the session scored with the default windows (1, 2, 3), so a block of K > 3 ended
+    # a regression: the session scored with the default windows (1, 2, 3), so a block of K > 3 ended
     # in a KeyError from scores.s; its plans must equal the method run on scores with s_K itself
-    from interlace.analyze import compute_scores
+    from interlace.calibration import compute_scores
     from interlace.methods import select_layers
 
     heal = HealConfig(lr=1e-3, batch_size=16, micro_batch_size=16)
-    session = Session(None, "embedded", heal, seed=0, calib_samples=24, train_samples=32, method=method, log=lambda *_: None)
+    session = Session(PruneConfig(data="embedded", heal=heal, seed=0, calib_samples=24, train_samples=32, method=method), log=lambda *_: None)
     assert session.max_feasible() >= 5
     own = compute_scores(session.model, session.processor, session.calib, ks=(1, 2, 3, 4, 5), progress=False)
     for k in (4, 5):
         plan = session.plan(k)
         assert len(plan.dropped) == k and plan.dropped == list(range(plan.dropped[0], plan.dropped[0] + k))
         assert plan.dropped == select_layers(method, own, ratio_for(k, 12)).dropped
+
+
+def test_a_session_loads_the_run_prune_would_do():
+    """Session is built from the PruneConfig prune runs: its dtype and deepstack reach the model
+    (the `sweep` command once built it without either, while --target-retention passed both)."""
+    import torch
+
+    heal = HealConfig(lr=1e-3, batch_size=8, micro_batch_size=8)
+    run = PruneConfig(data="embedded", heal=heal, calib_samples=8, train_samples=8, dtype="bfloat16", deepstack="protect")
+    session = Session(run, log=lambda *_: None)
+    assert next(session.model.parameters()).dtype == torch.bfloat16 and session.run.deepstack == "protect"
+    assert session.calib and len(session.train) == 8

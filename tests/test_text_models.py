@@ -1,4 +1,4 @@
-"""Text-only causal LMs and mixed image / text-only data (issue 15).
+"""Text-only causal LMs and mixed image / text-only data.
 
 Tiny random Llama and Qwen3 checkpoints carry a word-level tokenizer with the special tokens and
 the chat template of a real text model (SmolLM2's, which takes string content, and Qwen2.5's); a
@@ -27,10 +27,10 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
-from interlace.analyze import compute_scores
+from interlace.calibration import compute_scores
 from interlace.data import chat, vqa
-from interlace.evaluate import generate_answers
-from interlace.heal import HealConfig, heal
+from interlace.evaluation.generate import generate_answers
+from interlace.heal.loop import HealConfig, heal
 from interlace.loading import load_model
 
 # SmolLM2-135M-Instruct's template, as it ships (string content: `'...' + message['content']`).
@@ -101,7 +101,7 @@ def llama_dir(tmp_path_factory):
 
 
 def test_content_style_follows_the_template():
-    from interlace.embedded.build import build_processor
+    from embedded_build import build_processor
 
     assert chat.content_style(word_tokenizer(SMOLLM2_TEMPLATE)) == "string"  # parts raise a TypeError
     assert chat.content_style(word_tokenizer(QWEN_TEMPLATE)) == "string"  # parts print as a repr

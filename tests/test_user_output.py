@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from interlace.cli import _summary_table
+from interlace.cli.app import _summary_table
 from interlace.compare import markdown_table, plot_comparison
 from interlace.config import PAPER_LR, SMALL_MODEL_LR, default_heal, heal_lr, lr_note
 from interlace.console import console
+from interlace.evaluation.suites import TEXT, VQA, format_retention, retention
 from interlace.export import model_card, model_name
 from interlace.lm_loss import labelled_ce_sum
 from interlace.pipeline import PruneReport
-from interlace.suites import TEXT, VQA, format_retention, retention
 from test_text_models import ROWS, SMOLLM2_TEMPLATE, tiny_checkpoint
 from tiny_models import dense_model
 
@@ -250,7 +250,7 @@ def test_help_without_a_terminal_is_not_cut_at_80_columns():
 def test_bench_cpu_run_memory_counts_what_each_run_allocates():
     import ctypes
 
-    from interlace.bench import _memory_probe
+    from interlace.speed.bench import _memory_probe
 
     method, start = _memory_probe(torch.device("cpu"))
     if method.startswith("unavailable"):

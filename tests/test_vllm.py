@@ -4,7 +4,7 @@ Tiny random Llama and Qwen3 checkpoints, dense and with layer 0, a middle layer 
 cut; the real SmolLM2-135M-Instruct dense and with 7 of 30 layers cut, on chat prompts; the real
 Gemma 3 270M dense and with 4 of 18 layers cut (its sliding/global pattern sliced), on text; the
 embedded LLaVA (through vLLM's Transformers backend: the native class needs torchvision, see
-``interlace.serve``). One vLLM worker serves the whole module. Marked ``vllm``; `make test` builds
+``interlace.speed.vllm``). One vLLM worker serves the whole module. Marked ``vllm``; `make test` builds
 ``.venv-vllm`` first, and without it these tests fail saying to run `make vllm-setup`.
 
 Tiny checkpoints must match to the last token. The real model may differ after the first step where
@@ -22,7 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 from typer.testing import CliRunner
 
-from interlace.serve import VllmError, VllmWorker
+from interlace.speed.vllm import VllmError, VllmWorker
 from interlace.surgery import remove_layers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,7 +208,7 @@ def test_embedded_llava_greedy_equals_transformers(worker, llava_samples, cut, t
 
 
 def test_native_llava_class_needs_torchvision(worker):
-    # Pins the limit documented in interlace.serve: when this fails, vLLM's own LLaVA class loads
+    # Pins the limit documented in interlace.speed.vllm: when this fails, vLLM's own LLaVA class loads
     # here and the README's "Serve it" limits need updating.
     from interlace.embedded import MODEL_DIR
 

@@ -1,6 +1,6 @@
 """The embedded suite byte for byte: sha256 over the items (texts, image pixels) of every split the
-library serves and of the trainer's training streams, pinned on the code before issue 19 moved
-the training-only questions out of vqa.py (scripts/embedded_tasks.py).
+library serves and of the trainer's training streams, pinned on the code before the training-only
+questions moved out of vqa.py (into scripts/embedded_tasks.py), so the move changed no item.
 
 The shipped model's scores and its training pools rest on these items. A change to generation
 fails here on purpose: if it is meant, bump vqa.SUITE_VERSION, print the new hashes with
@@ -101,7 +101,7 @@ def test_the_trainers_streams_are_byte_identical(key):
 
 
 def test_the_vocabulary_and_the_question_first_template_are_unchanged():
-    from interlace.embedded.build import vocabulary
+    from embedded_build import vocabulary
 
     sys.path.insert(0, str(SCRIPTS))
     try:

@@ -1,5 +1,5 @@
 """`python -m interlace` runs the CLI."""
 
-from interlace.cli import app
+from interlace.cli.app import app
 
 app(prog_name="interlace")

@@ -1,12 +1,13 @@
 """Where each supported architecture keeps its decoder layers, and how its config describes them.
 
-This is the one module that knows architectures (STYLE principle 2): a table keyed by
+This is the one module that knows architectures: a table keyed by
 ``config.model_type`` plus a generic fallback through ``model.get_decoder()``. Everything else
 (surgery, the offline cutter, scoring hooks) asks this module where the layers are and how the
 config changes when some of them go. Adding a family is adding a row here and a tiny model to
 ``tests/tiny_models.py``.
 
-Per-layer information in a transformers 5 text config comes in three shapes (SPEC section 5):
+Per-layer information in a transformers 5 text config (``config.get_text_config(decoder=True)``,
+as of transformers 5.25) comes in three shapes:
 
 - lists with one entry per layer (``layer_types``, ``mlp_layer_types``, ``no_rope_layers``):
   sliced by kept index;

@@ -1,7 +1,7 @@
 """`interlace compare`: every method on the same model, calibration data, healing data and budget.
 
 Dense and Dense-FT (the same healing budget spent on all decoder layers of the unpruned model)
-are the references, as in the paper's main table (SPEC section 3). Each entry of ``--methods`` is
+are the references, as in the paper's main table (arXiv 2511.19676, its Qwen3-VL-8B results). Each entry of ``--methods`` is
 a registered method, optionally with "-ft" to add the healing budget to a training-free baseline;
 INTERLACE and the paper's ablations heal by definition. Retention is overall accuracy relative to
 dense (and to Dense-FT); speedup is the measured prefill latency ratio against the dense model.
@@ -9,6 +9,9 @@ dense (and to Dense-FT); speedup is the measured prefill latency ratio against t
 Each finished row (dense, Dense-FT, every method) is saved in ``<out>/rows`` as it ends, with the
 options it was run under, so ``resume`` goes on from an interrupted comparison: on real models a
 comparison is hours on a CPU, and a resumed one gives the same rows as one run straight through.
+
+The run every row shares is a ``PruneConfig``, as `interlace prune` takes it, validated as prune's
+is (``interlace.config.validate``); ``CompareConfig`` adds the methods and the speed measurement.
 """
 
 from __future__ import annotations
@@ -22,33 +25,55 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interlace.heal import HealConfig
-from interlace.suites import format_retention, retention
+from interlace.config.options import HealConfig, PruneConfig
+from interlace.evaluation.suites import SUITES, format_retention
+from interlace.methods import METHODS, Plan, get_method
 
-ALL = (
-    "interlace", "interlace-oa", "interlace-tn", "consecutive", "consecutive-sk", "random",
-    "shortgpt", "shortgpt-ft", "angular", "angular-ft", "reverse", "reverse-ft", "deepest-block", "deepest-block-ft",
-    "sleb", "sleb-ft", "magnitude-2:4", "wanda-2:4",
-)
+
+def all_methods() -> tuple[str, ...]:
+    """Every registered method but the plan chooser, in the order of the paper's main table: the
+    methods that heal by definition (INTERLACE, its ablations), each training-free baseline beside
+    its -FT variant, then the 2:4 sparsity methods (they remove no layer: nothing to heal)."""
+    names = []
+    for method in sorted(METHODS.values(), key=lambda m: (m.kind == "sparsity", not m.heals_by_definition)):
+        if method.family == "chooser":  # `auto` picks among the others; its row would repeat one
+            continue
+        plain = method.heals_by_definition or method.kind == "sparsity"
+        names += [method.name] if plain else [method.name, f"{method.name}-ft"]
+    return tuple(names)
+
+
+ALL = all_methods()
 ROWS = "rows"  # <out>/rows: one JSON per finished row, and the options they were run under
+# PruneConfig fields that no row depends on: where the report goes, going on from its rows, and
+# what prune alone does (compare always heals Dense-FT and the -ft rows, and evaluates every row).
+NOT_OPTIONS = ("out", "resume", "method", "heal", "do_heal", "evaluate", "overwrite", "push_to_hub")
 
 
 @dataclass
 class CompareConfig:
-    model: str | None = None
-    out: Path = Path("runs/compare")
-    ratio: float = 0.25
+    """What `interlace compare` runs: every method on one run's model, data and budget.
+
+    Attributes:
+        run: the run every row shares, as `interlace prune` takes it (model, data, ratio, sample
+            counts, heal, seed, dtype, protect, deepstack, calibration options); its ``out`` is
+            the report directory, and ``resume`` goes on from the rows saved there. Its
+            ``method`` gives way to ``methods``; ``do_heal``, ``evaluate``, ``overwrite`` and
+            ``push_to_hub`` are prune's alone.
+        methods: registered names, each optionally with "-ft" (``parse_methods``); default ``ALL``.
+        bench: measure the prefill speedup of each depth (``speed.bench.quick_speedup``).
+    """
+
+    run: PruneConfig = field(default_factory=lambda: PruneConfig(out=Path("runs/compare")))
     methods: tuple[str, ...] = ALL
-    data: str | None = None  # None: the model's default data (interlace.suites.default_data)
-    calib_samples: int = 384
-    train_samples: int | None = None
-    heal: HealConfig | None = None
-    eval_samples_per_task: int | None = None
-    seed: int = 0
     bench: bool = True
-    dtype: str = "float32"
-    protect: str = ""
-    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.run, PruneConfig):
+            raise TypeError(f"run must be a PruneConfig (interlace.config), got {type(self.run).__name__}")
+        if isinstance(self.methods, str) or not all(isinstance(m, str) for m in self.methods):
+            raise TypeError(f"methods must be a tuple of method names (parse_methods('a,b') makes one), got {self.methods!r}")
+        self.methods = tuple(self.methods)
 
 
 class CompareResumeError(ValueError):
@@ -56,9 +81,9 @@ class CompareResumeError(ValueError):
 
 
 def _options(config: CompareConfig, heal_config: HealConfig) -> dict[str, Any]:
-    """What a saved row depends on: every option but the output place, the method list and resume."""
-    data = {k: v for k, v in asdict(config).items() if k not in ("out", "methods", "resume", "heal")}
-    return json.loads(json.dumps({**data, "heal": asdict(heal_config)}, default=str))
+    """What a saved row depends on: the run's options (not ``NOT_OPTIONS``), its healing and bench."""
+    run = {k: v for k, v in asdict(config.run).items() if k not in NOT_OPTIONS}
+    return json.loads(json.dumps({**run, "bench": config.bench, "heal": asdict(heal_config)}, default=str))
 
 
 def _row_path(rows: Path, name: str) -> Path:
@@ -67,8 +92,6 @@ def _row_path(rows: Path, name: str) -> Path:
 
 def parse_methods(text: str) -> tuple[str, ...]:
     """'all' or a comma list of registered names, each optionally with '-ft'."""
-    from interlace.methods import METHODS
-
     if text.strip() == "all":
         return ALL
     names = tuple(part.strip() for part in text.split(",") if part.strip())
@@ -83,7 +106,7 @@ class Entry:
     method: str
     overall: float
     tasks: dict[str, float]
-    retention: float | None  # None: undefined (a reference accuracy of 0; interlace.suites.retention)
+    retention: float | None  # None: undefined (a reference accuracy of 0; interlace.evaluation.suites.retention)
     retention_vs_dense_ft: float | None
     perplexity: float | None
     layers_removed: int
@@ -95,10 +118,10 @@ class Entry:
 
 
 def compare(config: CompareConfig, log=print) -> dict[str, Any]:
-    """Run dense, Dense-FT and every method; write table, chart and JSON under ``config.out``.
+    """Run dense, Dense-FT and every method; write table, chart and JSON under ``config.run.out``.
 
-    Every finished row is saved under ``<out>/rows``; with ``config.resume`` the rows saved there
-    (under the same options) are taken as done and only the others run.
+    Every finished row is saved under ``<out>/rows``; with ``config.run.resume`` the rows saved
+    there (under the same options) are taken as done and only the others run.
 
     Raises:
         ConfigError: bad input, all problems at once, checked before any weights load (the checks
@@ -106,25 +129,26 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
         CompareResumeError: ``resume`` without saved rows, or with rows saved under other options.
     """
     config = _checked(config)
+    run = config.run
     import torch
 
-    from interlace.analyze import load_scores, plot_scores, save_scores
     from interlace.arch import get_arch
-    from interlace.config import default_heal, train_sample_count
+    from interlace.calibration import load_scores, plot_scores, save_scores
+    from interlace.config.validation import default_heal, train_sample_count
     from interlace.data import sources
+    from interlace.evaluation.suites import suite_for
     from interlace.files import write_atomic
-    from interlace.heal import heal
+    from interlace.heal.loop import heal
     from interlace.loading import load_model
-    from interlace.methods import Plan, get_method
+    from interlace.speed.bench import quick_speedup
     from interlace.stages import calibrate, pruned_copy, select
-    from interlace.suites import suite_for
 
-    heal_config = config.heal or default_heal(config.model, config.seed)
-    out = Path(config.out)
+    heal_config = run.heal or default_heal(run.model, run.seed)
+    out = Path(run.out)
     rows = out / ROWS
     options = _options(config, heal_config)
-    done = _saved_rows(rows, options) if config.resume else {}
-    if not config.resume:
+    done = _saved_rows(rows, options) if run.resume else {}
+    if not run.resume:
         shutil.rmtree(rows, ignore_errors=True)  # a fresh comparison never mixes in older rows
     rows.mkdir(parents=True, exist_ok=True)
     write_atomic(rows / "options.json", json.dumps(options, indent=2))
@@ -135,19 +159,18 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
 
     if done:
         log(f"resuming: {len(done)} finished rows in {rows} ({', '.join(done)})")
-    dense_model, processor = load_model(config.model, dtype=getattr(torch, config.dtype))
-    arch = get_arch(dense_model)
+    dense_model, processor = load_model(run.model, dtype=getattr(torch, run.dtype))
+    arch = get_arch(dense_model, deepstack=run.deepstack)
     num_layers = len(arch.layers)
-    suite = suite_for(dense_model.config, config.model, config.data)
-    if suite is None:
-        raise ValueError(f"compare needs a held-out suite: {config.model} is a VLM, so use the embedded data, or lmms-eval on each checkpoint")
-    n = config.eval_samples_per_task
+    suite = suite_for(dense_model.config, run.model, run.data)
+    assert suite is not None, "validate(report=True) refuses a VLM on data no suite scores"
+    n = run.eval_samples_per_task
 
     def evaluate(model: Any, description: str) -> dict:
         return suite.evaluate(model, processor, n, description=description)
 
-    calib = sources.load_samples(config.data, "calib", config.calib_samples, seed=config.seed)
-    train = sources.load_samples(config.data, "train", train_sample_count(config), seed=config.seed)
+    calib = sources.load_samples(run.data, "calib", run.calib_samples, seed=run.seed, images_anywhere=run.images_anywhere)
+    train = sources.load_samples(run.data, "train", train_sample_count(run), seed=run.seed, images_anywhere=run.images_anywhere)
 
     if "dense" in done:
         dense = done["dense"]["result"]
@@ -155,12 +178,15 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
         log("evaluating dense")
         dense = finished("dense", {"result": evaluate(dense_model, "dense")})["result"]
     log(f"dense: {suite.headline(dense)}")
-    if (rows / "scores.json").is_file() and config.resume:
+    if (rows / "scores.json").is_file() and run.resume:
         scores = load_scores(rows / "scores.json")
     else:
-        scores = calibrate(dense_model, processor, calib, config.methods, [config.ratio], num_layers)
+        scores = calibrate(
+            dense_model, processor, calib, config.methods, [run.ratio], num_layers,
+            batch_size=run.calib_batch_size, with_answers=run.calib_with_answers,
+        )  # fmt: skip
         save_scores(scores, rows / "scores.json")
-    plot_scores(scores, out / "scores.png", title=f"{config.model or 'embedded'}: layer redundancy")
+    plot_scores(scores, out / "scores.png", title=f"{run.model or 'embedded'}: layer redundancy")
 
     if "dense-ft" in done:
         dense_ft = done["dense-ft"]["result"]
@@ -190,19 +216,19 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
         log(f"{name}: selecting")
         if base not in plans:
             plans[base] = select(
-                base, scores, config.ratio, arch, model=dense_model, processor=processor, calib=calib, seed=config.seed,
-                protect=config.protect, train=train, heal_config=heal_config,
-            )
+                base, scores, run.ratio, arch, model=dense_model, processor=processor, calib=calib, seed=run.seed,
+                use_final_state=run.use_final_state, protect=run.protect, train=train, heal_config=heal_config,
+            )  # fmt: skip
         plan = plans[base]
         if healed and plan.finetuned:
             log(f"{name}: healing layers {plan.finetuned}")
-        model = pruned_copy(dense_model, processor, plan, train if healed else None, heal_config, calib)
+        model = pruned_copy(dense_model, processor, plan, train if healed else None, heal_config, calib, run.deepstack)
         result = evaluate(model, name)
         removed = len(plan.dropped)
         # one timing per depth; each sparsity method is timed itself (its depth is the dense one)
         key = -1 if method.kind == "sparsity" else removed
         if key not in speedups or key == -1:
-            speedups[key] = _speedup(dense_model, model, processor, config.bench)
+            speedups[key] = quick_speedup(dense_model, model, processor) if config.bench else None
         entries[name] = Entry(
             method=name,
             overall=result["overall"],
@@ -222,8 +248,8 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
         del model
 
     report = {
-        "model": config.model or "embedded",
-        "ratio": config.ratio,
+        "model": run.model or "embedded",
+        "ratio": run.ratio,
         "num_layers": num_layers,
         "suite": suite.name,
         "metric": suite.metric,
@@ -244,32 +270,28 @@ def saved_row_count(out: Path) -> int:
 
 
 def _checked(config: CompareConfig) -> CompareConfig:
-    """``config`` with its data resolved from the model when None, after the checks ``validate``
-    runs for `prune` (``config.input_problems``), the data spec, and the rows directory.
+    """``config`` with its run's data resolved from the model when None, after the checks
+    ``validate`` runs for `prune` (on every method, with ``--out`` a report directory) and the
+    rows directory's.
 
     Raises:
         ConfigError: every problem found, on one line.
     """
-    from interlace.config import ConfigError, input_problems
-    from interlace.data.sources import parse_data_spec
-    from interlace.suites import default_data
+    from interlace.config.options import ConfigError
+    from interlace.config.validation import validate, with_model_defaults
 
     if not isinstance(config, CompareConfig):
         raise TypeError(f"config must be a CompareConfig (interlace.compare), got {type(config).__name__}")
-    if config.data is None:
-        config = dataclasses.replace(config, data=default_data(config.model))
-    problems = input_problems(
-        config.model, config.methods, [config.ratio], config.calib_samples, config.train_samples,
-        config.eval_samples_per_task, Path(config.out), protect=config.protect, seed=config.seed, data=config.data,
-    )  # fmt: skip
+    config = dataclasses.replace(config, run=with_model_defaults(config.run))
+    problems = []
     try:
-        parse_data_spec(config.data)
-    except ValueError as error:
+        validate(config.run, methods=config.methods, report=True)
+    except ConfigError as error:
         problems.append(str(error))
-    rows = Path(config.out) / ROWS
+    rows = Path(config.run.out) / ROWS
     # A fresh comparison deletes <out>/rows: only when an earlier comparison wrote it.
-    if not config.resume and rows.is_dir() and any(rows.iterdir()) and not (rows / "options.json").is_file():
-        problems.append(f"--out {config.out}: {rows} holds files interlace compare did not write; pass another --out")
+    if not config.run.resume and rows.is_dir() and any(rows.iterdir()) and not (rows / "options.json").is_file():
+        problems.append(f"--out {config.run.out}: {rows} holds files interlace compare did not write; pass another --out")
     if problems:
         raise ConfigError("; ".join(problems))
     return config
@@ -299,26 +321,18 @@ def _saved_rows(rows: Path, options: dict[str, Any]) -> dict[str, dict]:
     return found
 
 
-def _speedup(dense: Any, pruned: Any, processor: Any, enabled: bool) -> float | None:
-    if not enabled:
-        return None
-    from interlace.bench import benchmark
-
-    comparison = benchmark(dense, pruned, processor=processor, fast=True)
-    return round(comparison.prefill_speedup, 3)
-
-
 def markdown_table(report: dict) -> str:
     """The comparison as a markdown table like the paper's main table."""
     tasks = sorted(report["dense"]["tasks"])
-    text = report.get("suite") == "text"  # retention is dense ppl / pruned ppl (interlace.suites)
+    suite = _suite(report)
+    text = suite.metric == "perplexity"  # retention is dense ppl / pruned ppl (Suite.retention)
     ppl = ["perplexity"] if text else []
 
     def cells(result: dict) -> list[str]:
         return [*(f"{result['tasks'][t]:.3f}" for t in tasks), f"{result['overall']:.3f}", *([f"{result['perplexity']:.2f}"] if text else [])]
 
     def ratio(a: dict, b: dict) -> str:  # retention of b against a
-        return format_retention(retention(a["perplexity"], b["perplexity"], True) if text else retention(a["overall"], b["overall"]))
+        return format_retention(suite.retention(a, b))
 
     header = ["method", "removed", "healed", *tasks, "overall", *ppl, "rel. dense", "rel. dense-FT", "prefill speedup"]
     rows = [
@@ -344,14 +358,9 @@ def plot_comparison(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = ["dense", *report["methods"]]
-    if report.get("suite") == "text":
-        dense_vs_ft = retention(report["dense_ft"]["perplexity"], report["dense"]["perplexity"], lower_is_better=True)
-    else:
-        dense_vs_ft = retention(report["dense_ft"]["overall"], report["dense"]["overall"])
+    suite = _suite(report)
     # An undefined retention (Dense-FT accuracy 0) gets an empty bar labelled n/a.
-    values = [dense_vs_ft] + [e["retention_vs_dense_ft"] for e in report["methods"].values()]
-    from interlace.methods import get_method
-
+    values = [suite.retention(report["dense_ft"], report["dense"])] + [e["retention_vs_dense_ft"] for e in report["methods"].values()]
     family = {n: get_method(n.removesuffix("-ft")).family for n in report["methods"]}
     colours = ["#7f7f7f"] + ["#2ca02c" if family[n] == "interlace" else "#1f77b4" if report["methods"][n]["healed"] else "#ff7f0e" for n in report["methods"]]
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names)), 3.6))
@@ -359,10 +368,16 @@ def plot_comparison(report: dict, path: Path) -> None:
     for bar, value in zip(bars, values):
         label = "n/a" if value is None else f"{100 * value:.0f}"
         ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 1, label, ha="center", fontsize=7)
-    ax.set_ylabel("Dense-FT ppl / ppl (%)" if report.get("suite") == "text" else "% of Dense-FT accuracy")
+    ax.set_ylabel("Dense-FT ppl / ppl (%)" if suite.metric == "perplexity" else "% of Dense-FT accuracy")
     ax.set_title(f"{report['model']}: {int(100 * report['ratio'])}% of layers removed")
     ax.tick_params(axis="x", rotation=45, labelsize=8)
     ax.set_ylim(0, 115)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _suite(report: dict) -> Any:
+    """The suite a report was scored on, whose ``retention`` is the rule its table and chart use
+    (a report written before it was named was scored on the visual-QA suite)."""
+    return SUITES[report.get("suite", "vqa")]

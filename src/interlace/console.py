@@ -82,3 +82,10 @@ def tolerate_any_encoding() -> None:
 def cpu_cores() -> int:
     """CPU cores this process may run on (its affinity mask, e.g. under taskset or a container)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_threads(threads: int, flag: str = "--threads") -> None:
+    """Fail when ``threads`` is not in 0..the CPU cores here (0: torch's default); checked before
+    torch runs with it, as a huge count crashes the import of its thread pools."""
+    if not 0 <= threads <= cpu_cores():
+        fail(f"{flag} must be in 0..{cpu_cores()} (the CPU cores here; 0: torch's default), got {threads}")

@@ -112,7 +112,7 @@ def cut_checkpoint(
         dst: output directory; must not exist yet.
         drop: decoder layer indices to remove (numbering of ``src``).
         deepstack: Qwen3-VL policy, as in ``remove_layers``: ``"realign"`` or ``"protect"``.
-        check: called on the finished copy before it is renamed to ``dst`` (``interlace.verify.verify``
+        check: called on the finished copy before it is renamed to ``dst`` (``interlace.evaluation.verify.verify``
             in `interlace cut`); when it raises, nothing is left.
 
     Returns:

@@ -51,7 +51,7 @@ def data_description(spec: str) -> str:
 
 def _results(report: dict[str, Any]) -> list[str]:
     """The card's results: the suite, what retention means, dense and pruned side by side."""
-    from interlace.suites import TEXT, VQA, format_retention
+    from interlace.evaluation.suites import TEXT, VQA, format_retention
 
     dense, pruned = report["dense"], report["pruned"]
     text = report.get("suite") == "text"

@@ -26,15 +26,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from interlace.files import sha256_file, write_atomic
 
 MANIFEST = "interlace_manifest.json"
 SEALS = "seals.json"
 START_OVER = "pass --overwrite instead of --resume to start over"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -240,7 +245,7 @@ def resume_problems(work: Path) -> list[str]:
     Every sealed file must hold the bytes it was written with, the config must be among them, and
     a healing checkpoint must be whole and belong to this config and plan.
     """
-    from interlace import heal_state
+    from interlace.heal import state as heal_state
 
     if not (work / "config.json").is_file():
         return [f"--resume: {work} has no config.json (the options of the run it holds), so it cannot be checked against this run; {START_OVER}"]
@@ -259,3 +264,200 @@ def resume_problems(work: Path) -> list[str]:
         if problem:
             problems.append(f"--resume: {problem}; {START_OVER}")
     return problems
+
+
+# -- one run -------------------------------------------------------------------------------------
+
+# In <out>.work: the finished steps of a selection that runs long (SLEB), so an interrupted one goes on.
+SELECT_STATE = "select_state.json"
+
+
+class Run:
+    """The run directory of one ``prune``, seen through what the stages need from it.
+
+    ``Run.open`` claims ``<out>.work`` (locked for the life of the process, its ``config.json``
+    written and sealed), turns SIGTERM into ``KeyboardInterrupt``, and on any failure leaves what the
+    README's "Reliability" section promises: nothing when healing had not started (a resumed
+    ``<out>.work`` as it was), a resumable ``<out>.work`` with a note naming how to go on when it
+    had, and never a half-assembled result. In between, ``stage`` loads a stage's result that a
+    ``--resume`` finds sealed, or computes, writes and seals it; ``result`` is where the next
+    ``<out>`` is assembled; ``publish`` renames it into place.
+
+    Under ``accelerate launch`` every process holds a Run; only the main one writes.
+    """
+
+    def __init__(self, out: str | Path, resume: bool, main: bool = True):
+        self.dirs = run_dirs(out)
+        self.resume, self.main = resume, main
+        self.healing_started = False
+
+    @property
+    def work(self) -> Path:
+        return self.dirs.work
+
+    @property
+    def result(self) -> Path:
+        return self.dirs.result
+
+    @classmethod
+    @contextmanager
+    def open(cls, out: str | Path, record: dict, *, resume: bool, main: bool = True, barrier: Callable[[], None] = lambda: None) -> Iterator[Run]:
+        """Claim the run directory of ``out`` for the ``with`` block; see the class docstring.
+
+        Args:
+            out: ``--out``.
+            record: the run's options, written to ``config.json`` (a resume checks them).
+            resume: continue the interrupted run in ``<out>.work`` (``validate`` checked its seals).
+            main: whether this is the process that writes (all but one of a distributed run read).
+            barrier: waits for every process (accelerate's ``wait_for_everyone``).
+
+        Raises:
+            ConfigError: another run holds ``<out>.work``, or it cannot be created.
+        """
+        run = cls(out, resume, main)
+        lock = run._claim(record) if main else None
+        barrier()  # every process sees the claimed work directory
+        try:
+            with _sigterm_as_interrupt():  # so that a SIGTERM outside healing cleans up like Ctrl-C
+                yield run
+        except BaseException as error:
+            if main:
+                run._clean_up(error)
+            raise
+        finally:
+            if lock is not None:
+                os.close(lock)
+
+    def stage(self, name: str, compute: Callable[[], T], save: Callable[[T, Path], None], load: Callable[[Path], T],
+              *, shared: bool = False, barrier: Callable[[], None] = lambda: None) -> tuple[T, bool]:
+        """A stage's result kept in ``<out>.work/name``: loaded when a ``--resume`` finds it sealed,
+        else computed, written atomically by the main process and sealed.
+
+        Args:
+            shared: only the main process computes; after ``barrier`` every process loads the
+                written file (so all select from the same scores).
+
+        Returns:
+            (the result, whether it came from the interrupted run).
+        """
+        path = self.work / name
+        if self.resume and sealed(self.work, name):
+            return load(path), True
+        value = compute() if self.main or not shared else None
+        if self.main:
+            save(value, path)
+            seal(self.work, name)
+        if shared:
+            barrier()
+            value = load(path)
+        return value, False
+
+    def publish(self) -> None:
+        """Rename the verified result into ``<out>`` (an earlier result goes aside and is deleted
+        last) and delete ``<out>.work``."""
+        replace_dir(self.result, self.dirs.out, self.dirs.previous)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def _claim(self, record: dict) -> int | None:
+        """Make ``<out>.work`` this run's (or take the interrupted one on --resume) and lock it.
+
+        Returns:
+            The locked file descriptor of ``<out>.work/.lock`` (None where flock does not exist);
+            the lock ends with the process, so a killed run never leaves a stale one.
+        """
+        from interlace.config import ConfigError
+        from interlace.files import writing
+
+        work = self.work
+        busy = f"another run is using {work} right now; wait for it to end, or give this one another --out"
+        # Locked before it is touched: --overwrite must not delete the state of a run still going.
+        held = _lock(work, busy) if work.exists() else None
+        if self.resume:
+            return held
+        shutil.rmtree(work, ignore_errors=True)  # validate() allowed it: --overwrite discards an unfinished run
+        if held is not None:
+            os.close(held)
+        try:
+            work.mkdir(parents=True)
+            (work / ".lock").touch()  # even where flock does not exist: it marks the directory as a run's
+        except FileExistsError:
+            raise ConfigError(busy) from None
+        except OSError as error:
+            raise ConfigError(f"--out {self.dirs.out}: cannot create {work} ({error.strerror}); pass another --out") from None
+        lock = _lock(work, busy)
+        try:
+            with writing(f"the run's state in {work}", "pass an --out on another disk"):
+                write_atomic(work / "config.json", json.dumps(record, indent=2))
+                seal(work, "config.json")  # a --resume checks the config it continues is the one written here
+        except BaseException:
+            if lock is not None:
+                os.close(lock)
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        return lock
+
+    def _clean_up(self, error: BaseException) -> None:
+        """After a failure: remove the half-assembled result; keep ``<out>.work`` (with a note on
+        ``error``) when healing or a saved selection had started, else remove what this run made."""
+        work = self.work
+        shutil.rmtree(self.result, ignore_errors=True)
+        if (self.healing_started or (work / SELECT_STATE).is_file()) and work.exists():
+            error.add_note(_resume_note(error, work))
+            return
+        if not self.resume:
+            shutil.rmtree(work, ignore_errors=True)  # nothing healed yet: nothing worth keeping
+        if isinstance(error, KeyboardInterrupt):
+            error.add_note(f"before healing started; {f'{work} is as it was' if self.resume else 'nothing was kept'}")
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Raise KeyboardInterrupt on SIGTERM (healing installs its own handler, which saves state)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _lock(work: Path, busy: str) -> int | None:
+    """flock ``work/.lock`` without waiting; ConfigError(busy) when another process holds it."""
+    from interlace.config import ConfigError
+
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; validate() still refuses a leftover <out>.work
+        return None
+    fd = os.open(work / ".lock", os.O_CREAT | os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(busy) from None
+    return fd
+
+
+def _resume_note(error: BaseException, work: Path) -> str:
+    """What is in ``<out>.work`` after a failure during a saved selection, healing or after it, and
+    what to do with it."""
+    from interlace.heal.loop import HealInterrupted
+
+    meta = work / "heal" / "latest" / "meta.json"
+    if isinstance(error, HealInterrupted):  # its message already says how to resume
+        return f"{work} is kept; pass --overwrite instead of --resume to discard it"
+    if meta.exists():
+        step = json.loads(meta.read_text())["step"]
+        how = f"continue from its checkpoint of step {step} with the saved settings"
+    elif not (work / "plan.json").exists():
+        done = len(json.loads((work / SELECT_STATE).read_text())["removed"])
+        how = f"go on with the layer selection after its {done} finished removal step{'s' * (done != 1)}"
+    else:
+        how = "reuse its scores and plan (healing restarts; --save-every N keeps checkpoints)"
+    return f"{work} is kept: rerun with --resume to {how}, or with --overwrite to start over"

@@ -1,4 +1,4 @@
-"""Layer redundancy scores: pure tensor math, no hooks or models (SPEC section 2.1).
+"""Layer redundancy scores: pure tensor math, no hooks or models (arXiv 2511.19676, method).
 
 h_j is the residual stream entering decoder layer j (h_L is the last layer's output, before the
 final norm). s_k(i) = mean over samples of (mean over the sample's real tokens of
@@ -81,8 +81,8 @@ class SimilarityAccumulator:
     """Accumulates s_k(i) batch by batch from residual states that arrive in layer order.
 
     Only the last max(ks) states of the current batch are held (as unit vectors), so memory does
-    not grow with the number of layers or samples. Nothing waits for the device inside a batch
-    (issue 17): each state is normalised once, each (state, k) pair is one fused dot product
+    not grow with the number of layers or samples. Nothing waits for the device inside a batch:
+    each state is normalised once, each (state, k) pair is one fused dot product
     (``linalg.vecdot``), and the per-batch sums reach the host in one copy at ``end_batch``.
     """
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from interlace.heal import HealConfig, HealResult
+from interlace.heal.loop import HealConfig, HealResult
 from interlace.methods import Plan, get_method, required_ks, select_layers
 from interlace.methods.protect import parse_protect
 from interlace.scores import RedundancyScores
@@ -39,9 +39,9 @@ def calibrate(
 ) -> RedundancyScores:
     """Redundancy scores on ``calib`` with the windows ``methods`` need at ``ratios``.
 
-    kwargs go to ``interlace.analyze.compute_scores`` (batch_size, with_answers, progress).
+    kwargs go to ``interlace.calibration.compute_scores`` (batch_size, with_answers, progress).
     """
-    from interlace.analyze import compute_scores
+    from interlace.calibration import compute_scores
 
     return compute_scores(model, processor, list(calib), ks=score_ks(methods, ratios, num_layers), **kwargs)
 
@@ -90,10 +90,10 @@ def heal_plan(model: Any, processor: Any, plan: Plan, train: Sequence[dict], hea
     """Heal the plan's survivors in the cut ``model``; None when the plan names none.
 
     ``teacher`` is the dense model before the cut (only read when ``needs_teacher``); its frozen
-    anchors are paired with their positions after the cut. kwargs go to ``interlace.heal.heal``
+    anchors are paired with their positions after the cut. kwargs go to ``interlace.heal.loop.heal``
     (checkpoint_dir, resume, progress).
     """
-    from interlace.heal import heal
+    from interlace.heal.loop import heal
 
     if not plan.finetuned:
         return None

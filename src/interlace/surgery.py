@@ -2,7 +2,9 @@
 
 ``remove_layers`` is pure surgery (no scoring): it deletes layers, renumbers every ``layer_idx``,
 and edits the config through ``interlace.arch.cut_config`` (the same function the offline cutter
-uses), so the result reloads with plain ``from_pretrained`` and caches correctly (SPEC section 5).
+uses), so the result reloads with plain ``from_pretrained`` and caches correctly
+(tests/test_surgery_matrix.py::test_save_reload_is_identical and
+::test_cached_generation_equals_uncached).
 
 ``identity_hooks`` is the reference the tests compare against, and what SLEB-style scoring uses:
 the dense model with the same layers turned into identity maps by forward hooks. A pruned model

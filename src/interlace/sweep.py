@@ -5,6 +5,9 @@ of scores and draws retention-vs-ratio and speedup-vs-ratio. ``search_ratio`` fi
 ratio whose healed model keeps a target retention on a validation split (the suite's calibration
 questions, never the held-out test), or the smallest whose FLOP-bound prefill speedup reaches a
 target, so `interlace prune --target-retention / --target-speedup` can pick the ratio itself.
+
+A ``Session`` is built from the run `interlace prune` would do (a ``PruneConfig``, validated as
+prune's is), so a sweep or a search probes the model prune will cut, with the same options.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interlace.heal import HealConfig
-from interlace.suites import format_retention
+from interlace.config.options import ConfigError, PruneConfig
+from interlace.evaluation.suites import format_retention
 
 
 @dataclass
@@ -35,33 +38,45 @@ def ratio_for(k: int, num_layers: int) -> float:
 
 
 class Session:
-    """A dense model with its scores, data and dense accuracy, reused by every probe."""
+    """A dense model with its scores, data and dense accuracy, reused by every probe.
 
-    def __init__(self, model: str | None, data: str, heal_config: HealConfig | None, seed: int, calib_samples: int,
-                 train_samples: int | None, method: str, log=print, dtype: str = "float32", deepstack: str = "realign"):
+    Built from ``run``, the run `interlace prune` would do: its model, data, method, sample
+    counts, healing (``do_heal`` off: probes are not healed), seed, dtype, deepstack, protected
+    layers and calibration options. A probe chooses the ratio (``run.ratio`` is not used);
+    ``sweep`` writes under ``run.out``.
+
+    Raises:
+        ConfigError: ``run`` does not validate (``interlace.config.validate``, a report's checks:
+            a held-out suite must score the model on ``run.data``), before anything loads.
+    """
+
+    def __init__(self, run: PruneConfig, *, log=print):
         import torch
 
         from interlace.arch import get_arch
-        from interlace.config import PruneConfig, default_heal, train_sample_count
+        from interlace.config.validation import default_heal, train_sample_count, validate, with_model_defaults
         from interlace.data import sources
+        from interlace.evaluation.suites import suite_for
         from interlace.loading import load_model
         from interlace.stages import calibrate
-        from interlace.suites import suite_for
 
-        self.log, self.method, self.seed, self.deepstack = log, method, seed, deepstack
-        self.model, self.processor = load_model(model, dtype=getattr(torch, dtype))
-        self.arch = get_arch(self.model, deepstack=deepstack)
+        validate(run, ratios=(), report=True)  # the ratios are the probes' (sweep checks its own)
+        run = with_model_defaults(run)
+        self.run, self.log, self.method, self.seed = run, log, run.method, run.seed
+        self.model, self.processor = load_model(run.model, dtype=getattr(torch, run.dtype))
+        self.arch = get_arch(self.model, deepstack=run.deepstack)
         self.num_layers = len(self.arch.layers)
-        self.suite = suite_for(self.model.config, model, data)
-        if self.suite is None:
-            raise ValueError(f"sweep needs a held-out suite: {model} is a VLM, so use the embedded data")
-        self.heal_config = heal_config or default_heal(model, seed)
-        self.calib = sources.load_samples(data, "calib", calib_samples, seed=seed)
-        count = train_sample_count(PruneConfig(data=data, train_samples=train_samples))
-        self.train = sources.load_samples(data, "train", count, seed=seed)
+        self.suite = suite_for(self.model.config, run.model, run.data)
+        assert self.suite is not None, "validate(report=True) refuses a VLM on data no suite scores"
+        self.heal_config = run.heal or default_heal(run.model, run.seed)
+        self.calib = sources.load_samples(run.data, "calib", run.calib_samples, seed=run.seed, images_anywhere=run.images_anywhere)
+        self.train = sources.load_samples(run.data, "train", train_sample_count(run), seed=run.seed, images_anywhere=run.images_anywhere)
         # Every K a probe may ask for (a block method needs s_K for each), not just the default windows.
         ratios = [ratio_for(k, self.num_layers) for k in range(1, self.num_layers - 1)]
-        self.scores = calibrate(self.model, self.processor, self.calib, [method], ratios, self.num_layers, progress=False)
+        self.scores = calibrate(
+            self.model, self.processor, self.calib, [run.method], ratios, self.num_layers, progress=False,
+            batch_size=run.calib_batch_size, with_answers=run.calib_with_answers,
+        )  # fmt: skip
         self._dense: dict[str, float] = {}
         self._plans: dict[int, Any] = {}
 
@@ -72,7 +87,8 @@ class Session:
         if k not in self._plans:
             self._plans[k] = select(
                 self.method, self.scores, ratio, self.arch, model=self.model, processor=self.processor, calib=self.calib,
-                seed=self.seed, train=self.train, heal_config=self.heal_config,  # the plan chooser (auto) heals briefly
+                seed=self.seed, use_final_state=self.run.use_final_state, protect=self.run.protect,
+                train=self.train, heal_config=self.heal_config,  # the plan chooser (auto) heals briefly
             )
         return self._plans[k]
 
@@ -93,8 +109,8 @@ class Session:
         import copy
 
         from interlace.arch import cut_config
-        from interlace.bench import BenchSettings, build_inputs
-        from interlace.flops import forward_flops
+        from interlace.speed.bench import BenchSettings, build_inputs
+        from interlace.speed.flops import forward_flops
 
         settings = BenchSettings()
         _, counts = build_inputs(self.model.config, self.processor, settings)
@@ -112,33 +128,47 @@ class Session:
         return value
 
     def probe(self, k: int, n: int | None, split: str, bench: bool = False) -> Probe:
-        from interlace.compare import _speedup
+        from interlace.speed.bench import quick_speedup
         from interlace.stages import pruned_copy
 
         ratio = ratio_for(k, self.num_layers)
         plan = self.plan(k)
-        pruned = pruned_copy(self.model, self.processor, plan, self.train, self.heal_config, self.calib, self.deepstack)
+        train = self.train if self.run.do_heal else None
+        pruned = pruned_copy(self.model, self.processor, plan, train, self.heal_config, self.calib, self.run.deepstack)
         dense = self.result(self.model, n, split, key=split)
         result = self.result(pruned, n, split)
         retention = self.suite.retention(dense, result)
         probe = Probe(ratio, k, retention, round(result["overall"], 4), None, round(self.flop_bound(k), 4), plan.dropped)
         if bench:
-            probe.speedup = _speedup(self.model, pruned, self.processor, True)
+            probe.speedup = quick_speedup(self.model, pruned, self.processor)
         name = "test" if split == "test" else "validation"
         self.log(f"  ratio {ratio} ({k} layers): {name} retention {format_retention(probe.retention)}, FLOP bound {probe.flop_bound:.3f}x")
         return probe
 
 
-def sweep(session: Session, ratios: list[float], n_per_task: int | None, out: Path, bench: bool = True) -> dict:
-    """Probe each ratio on the held-out test split; write sweep.json, retention.png, speedup.png."""
+def sweep(session: Session, ratios: list[float], bench: bool = True) -> dict:
+    """Probe each ratio on the held-out test split (``run.eval_samples_per_task`` items per task);
+    write sweep.json, retention.png and speedup.png under ``run.out``.
+
+    Raises:
+        ConfigError: a ratio out of (0, 1), or one whose K drops the method cannot fit in this
+            model beside its protected layers (checked before any probe runs).
+    """
+    from interlace.config.validation import method_problems, protect_problems
     from interlace.methods import drop_budget
 
+    run = session.run
+    problems = method_problems([session.method], ratios, session.num_layers, "--ratios value")
+    problems += protect_problems(run.protect, [session.method], ratios, session.num_layers)
+    if problems:
+        raise ConfigError("; ".join(dict.fromkeys(problems)))
     ks = sorted({drop_budget(r, session.num_layers) for r in ratios})
-    probes = [session.probe(k, n_per_task, "test", bench=bench) for k in ks if k > 0]
+    probes = [session.probe(k, run.eval_samples_per_task, "test", bench=bench) for k in ks if k > 0]
     report = {
         "num_layers": session.num_layers, "method": session.method, "suite": session.suite.name,
         "probes": [p.__dict__ for p in probes],
     }  # fmt: skip
+    out = Path(run.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps(report, indent=2) + "\n")
     _plot(probes, "retention", "retention (pruned / dense)", out / "retention.png")

@@ -1,4 +1,4 @@
-"""Check config values against their dataclass field types, naming the key (issue 16).
+"""Check config values against their dataclass field types, naming the key.
 
 A YAML file hands over whatever its author wrote: ``ratio: abc``, ``calib_samples: '10'``,
 ``do_heal: 'no'`` (a string, hence true to Python). Each value is checked against its field's

@@ -8,7 +8,7 @@ import sys
 import torch
 
 from interlace.data import vqa
-from interlace.heal import HealConfig, heal
+from interlace.heal.loop import HealConfig, heal
 from interlace.loading import load_model
 from interlace.surgery import remove_layers
 

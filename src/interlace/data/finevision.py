@@ -1,4 +1,5 @@
-"""The paper's 1% recipe on HuggingFaceM4/FineVision (SPEC 2.6; arXiv 2511.19676).
+"""The paper's 1% recipe on HuggingFaceM4/FineVision (arXiv 2511.19676; its released
+scripts/prepare_dataset.sh and src/dataset_prep.py at github.com/pmadinei/Interlace).
 
 The first ``max(1, int(0.01 * n))`` rows of each FineVision subset (n from the dataset card),
 samples with more than 3 images dropped, conversations cut at 5 messages, images capped at 50176

@@ -6,8 +6,7 @@ A sample is ``{"images": [PIL.Image (RGB)], "texts": [{"user": str, "assistant":
 "texts": [], "text": str, "source": str}``: a passage to calibrate on or train on every token of.
 Every data source (see ``interlace.data.sources``) yields raw rows in *parts* (a file, a shard, a
 subset); ``clean_row`` turns a row into a sample or a skip reason, and ``SampleStream`` counts the
-skips so that broken data fails loudly with its counts instead of training on whatever survived
-(issue 7).
+skips so that broken data fails loudly with its counts instead of training on whatever survived.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
-"""The INTERLACE selection and its triplet-free ablation: pure functions over score arrays (SPEC 2.3).
+"""The INTERLACE selection and its triplet-free ablation: pure functions over score arrays (arXiv 2511.19676, method).
 
 INTERLACE: sort triplet starts by S3 (descending, ties to the lower index); accept a triplet when
 none of its three layers is assigned yet; drop the one of the first two with the higher S1 (ties
 drop the first), finetune the other, keep the third frozen as the anchor. Stop at K drops. When
 disjoint triplets run out, fall back to pairs ranked by S2 among unassigned layers (same drop
-rule, no anchor). Scores are never recomputed.
+rule, no anchor). Scores are never recomputed. The released code (github.com/pmadinei/Interlace)
+runs it as ``--pruning_strategy interlace``.
 
 INTERLACE-TN, the paper's ablation without triplets: drop the free layer with the highest S1,
-finetune the one after it, no anchor.
+finetune the one after it, no anchor (``--pruning_strategy interlace_tn`` in the released code).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """SLEB (Song et al. 2024, arXiv 2402.09025): remove, one at a time, the block whose removal hurts
 calibration loss the least, re-scoring after every removal.
 
-Cost (issue 17). For each removal step and calibration batch, one forward of the current model
+Cost. For each removal step and calibration batch, one forward of the current model
 (removed layers skipped) caches every layer's output. The trial of candidate j then
 
 - replays the layers below j from the cache (their states do not depend on j),

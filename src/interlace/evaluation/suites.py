@@ -7,7 +7,7 @@
   Retention = dense perplexity / pruned perplexity (1.0 = no loss; 0.5 = perplexity doubled),
   i.e. exp(dense loss - pruned loss) per token. ``overall`` stays the tasks' mean accuracy.
 
-Every suite returns the JSON of ``interlace.evaluate.EvalResult`` (overall, tasks, counts, n,
+Every suite returns the JSON of ``interlace.evaluation.generate.EvalResult`` (overall, tasks, counts, n,
 and for text perplexity, tokens and passages), so prune, compare, sweep and eval report them the
 same way. Retention is undefined when the reference is 0 (a dense model that answers nothing
 right): ``retention`` gives None then, shown as "n/a" (``format_retention``), never a crash.
@@ -68,17 +68,19 @@ class Suite:
         n = n or self.default_n
         if self.name == "vqa":
             from interlace.data.vqa import load_split
-            from interlace.evaluate import evaluate
+            from interlace.evaluation.generate import evaluate
 
             samples = load_split(split, n)
             return evaluate(model, processor, samples, batch_size=batch_size or 64, progress=progress, description=description).to_json()
-        from interlace.evaluate_text import evaluate_text
+        from interlace.evaluation.text import evaluate_text
 
         return evaluate_text(model, processor, n=n, items=n, split=split, progress=progress, batch_size=batch_size or 8).to_json()
 
     def retention(self, dense: dict, pruned: dict) -> float | None:
-        """Pruned against dense (see ``retention``): perplexity for text, accuracy for vqa."""
-        if self.name == "text":
+        """Pruned against dense (see ``retention``): the one rule every report uses (prune's
+        summary, compare's rows, table and chart, sweep's probes): perplexity for text (lower is
+        better), overall accuracy for vqa."""
+        if self.metric == "perplexity":
             return retention(dense.get("perplexity"), pruned.get("perplexity"), lower_is_better=True)
         return retention(dense.get("overall"), pruned.get("overall"))
 
@@ -96,6 +98,7 @@ class Suite:
 
 VQA = Suite("vqa", 500, "accuracy")
 TEXT = Suite("text", 100, "perplexity")
+SUITES = {suite.name: suite for suite in (VQA, TEXT)}  # by the name reports record
 
 
 def first_per_task(samples: list[dict], n: int | None) -> list[dict]:
@@ -138,7 +141,7 @@ def evaluate_rows(model: Any, processor: Any, samples: list[dict], n: int | None
     if all(plain):
         if vision:
             raise ValueError("plain-text rows score a text model's perplexity; a vision-language model needs chat rows with answers")
-        from interlace.evaluate_text import evaluate_text
+        from interlace.evaluation.text import evaluate_text
 
         count = n or len(samples)
         return evaluate_text(model, processor, n=count, items=count, samples=samples, progress=progress, batch_size=batch_size or 8).to_json()
@@ -146,10 +149,10 @@ def evaluate_rows(model: Any, processor: Any, samples: list[dict], n: int | None
     if not vision:
         if any(sample.get("images") for sample in samples):
             raise ValueError("the rows hold images, but the model is text-only; drop the images or evaluate a vision-language model")
-        from interlace.evaluate_text import evaluate_chat_text
+        from interlace.evaluation.text import evaluate_chat_text
 
         return evaluate_chat_text(model, processor, samples, batch_size=batch_size or 8, progress=progress).to_json()
-    from interlace.evaluate import evaluate
+    from interlace.evaluation.generate import evaluate
 
     return evaluate(model, processor, samples, batch_size=batch_size or 64, progress=progress).to_json()
 

@@ -86,7 +86,8 @@ def heal_step_flops(text: Any, seq_lens: Sequence[int], trainable: Collection[in
     activation operands, so their backward costs twice their forward. Activation gradients run
     from the loss down to the lowest trainable layer, whose q, k, v projections need none (their
     input is frozen); weight gradients only in trainable layers. The bound for healing a layer
-    set is heal_step_flops(set) / heal_step_flops(all layers) (issue 17).
+    set is heal_step_flops(set) / heal_step_flops(all layers) (tests/test_bench.py::test_heal_step_flops_by_hand
+    checks the counts; benchmarks/heal_phases.py measures against the bound).
     """
     layers = text.num_hidden_layers
     lowest = min(trainable, default=layers)

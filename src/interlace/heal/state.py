@@ -1,4 +1,4 @@
-"""Resumable healing state: atomic checkpoints and clean stops on SIGTERM / Ctrl-C (issue 7).
+"""Resumable healing state: atomic checkpoints and clean stops on SIGTERM / Ctrl-C.
 
 Reliability: the trainable weights, optimizer, scheduler and data position are saved atomically
 every ``save_every`` optimizer steps; SIGTERM / Ctrl-C save and stop cleanly; a resumed run skips

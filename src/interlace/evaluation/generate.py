@@ -20,7 +20,7 @@ class EvalResult:
     """Exact-match accuracy: overall (mean over samples), per task (the sample's ``source``).
 
     ``n`` is the number of items over all tasks and ``counts`` each task's. A text evaluation
-    (``interlace.evaluate_text``) also sets ``perplexity`` (held-out, per token), ``tokens``
+    (``interlace.evaluation.text``) also sets ``perplexity`` (held-out, per token), ``tokens``
     (how many tokens it was measured on) and ``passages`` (how many texts); its ``overall`` is
     the mean of its tasks' accuracies.
     """

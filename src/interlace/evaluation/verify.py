@@ -1,9 +1,10 @@
 """Check that a checkpoint written by interlace is a correct, self-contained transformers model.
 
-Every checkpoint the tool writes goes through ``verify`` (SPEC section 5): it must reload with
+Every checkpoint the tool writes goes through ``verify``: it must reload with
 plain ``from_pretrained`` (no custom code, no ``trust_remote_code``) without missing or unexpected
 weights, give the in-memory model's logits, and greedy generation with the KV cache must equal
-generation without it (a stale ``layer_idx`` breaks exactly that).
+generation without it (a stale ``layer_idx`` breaks exactly that:
+tests/test_surgery_matrix.py::test_verify_catches_stale_layer_idx).
 """
 
 from __future__ import annotations

@@ -56,8 +56,8 @@ def cut(
     """Cut decoder layers from a saved checkpoint shard by shard, without loading the model."""
     from interlace.arch import UnsupportedModelError
     from interlace.cut import cut_checkpoint
+    from interlace.evaluation.verify import VerificationError, verify
     from interlace.files import WriteError
-    from interlace.verify import VerificationError, verify
 
     reports = []  # the copy is verified before it is renamed to dst: a failure leaves nothing
 

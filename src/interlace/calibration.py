@@ -1,4 +1,4 @@
-"""Calibration: run the dense model on prompts and score every layer's redundancy (SPEC 2.1).
+"""Calibration: run the dense model on prompts and score every layer's redundancy (arXiv 2511.19676, method).
 
 Forward hooks on each decoder layer capture the residual stream entering it (and the last layer's
 output), so the states are pre-norm and include Qwen3-VL's DeepStack injections, unlike
@@ -94,7 +94,7 @@ def compute_scores(
     device = next(model.parameters()).device
     # The scores need the residual states, not the logits: project only the last position onto the
     # vocabulary. Over every position that is a fifth of SmolLM2's forward and (B, T, 49152) fp32
-    # logits, most of what calibration added to memory (issue 17).
+    # logits, most of what calibration added to memory.
     no_logits = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     if length_grouping:
         samples = [samples[i] for i in length_order(processor, samples, with_answers)]

@@ -354,14 +354,14 @@ def vllm_bench(dense_dir: str | Path, pruned_dir: str | Path, settings: Any = No
     """TTFT and decode tokens/s of two checkpoints served by vLLM, alternating rounds, beside the FLOP bound.
 
     The prompt, the round schedule, the FLOP model and the result type are those of
-    ``interlace bench`` (:func:`interlace.bench.build_inputs`, :func:`interlace.bench.schedule`,
-    :func:`interlace.flops.forward_flops`, :class:`interlace.bench.BenchComparison`), so speedups
+    ``interlace bench`` (:func:`interlace.speed.bench.build_inputs`, :func:`interlace.speed.bench.schedule`,
+    :func:`interlace.speed.flops.forward_flops`, :class:`interlace.speed.bench.BenchComparison`), so speedups
     are medians of per-round ratios. Each model has its own worker process (both stay loaded; the
     idle one waits on a pipe); ``settings.threads`` OpenMP threads each (0 means 1).
 
     Args:
         dense_dir, pruned_dir: local checkpoint directories (A and B).
-        settings: a :class:`interlace.bench.BenchSettings`; its image_size must be None or "auto"
+        settings: a :class:`interlace.speed.bench.BenchSettings`; its image_size must be None or "auto"
             (text prompts only: "auto" means no image here).
         names: labels of A and B.
         dtype: served dtype.
@@ -380,8 +380,8 @@ def vllm_bench(dense_dir: str | Path, pruned_dir: str | Path, settings: Any = No
 
     from transformers import AutoConfig
 
-    from interlace.bench import BenchComparison, BenchResult, BenchSettings, Run, build_inputs, schedule
-    from interlace.flops import forward_flops
+    from interlace.speed.bench import BenchComparison, BenchResult, BenchSettings, Run, build_inputs, schedule
+    from interlace.speed.flops import forward_flops
 
     settings = settings or BenchSettings()
     if isinstance(settings.image_size, tuple):

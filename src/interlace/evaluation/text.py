@@ -34,7 +34,7 @@ import torch
 
 from interlace.data import realtext
 from interlace.data.chat import IGNORE_INDEX
-from interlace.evaluate import EvalResult
+from interlace.evaluation.generate import EvalResult
 from interlace.lm_loss import labelled_ce_sum
 from interlace.progress import progress as progress_bar
 
@@ -173,10 +173,11 @@ def choice_items(
 
 def ppl_retention(dense_ppl: float, pruned_ppl: float) -> float | None:
     """Perplexity retention: dense_ppl / pruned_ppl (1.0: no worse than the dense model); None where
-    it is undefined (a perplexity that is not a positive number: ``interlace.suites.retention``)."""
-    from interlace.suites import retention
+    it is undefined (a perplexity that is not a positive number): the text suite's rule,
+    ``interlace.evaluation.suites.Suite.retention``."""
+    from interlace.evaluation.suites import TEXT
 
-    return retention(dense_ppl, pruned_ppl, lower_is_better=True)
+    return TEXT.retention({"perplexity": dense_ppl}, {"perplexity": pruned_ppl})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,10 +422,10 @@ def evaluate_chat_text(model: Any, processor: Any, samples: Sequence[dict], batc
     greedy reply to each row's first question, per ``source``, and the perplexity of the replies.
 
     Returns:
-        ``overall``/``tasks``/``counts``/``n`` as ``interlace.evaluate.score``; ``perplexity`` and
+        ``overall``/``tasks``/``counts``/``n`` as ``interlace.evaluation.generate.score``; ``perplexity`` and
         ``tokens`` over every assistant turn.
     """
-    from interlace.evaluate import generate_answers, score
+    from interlace.evaluation.generate import generate_answers, score
 
     with progress_bar("text evaluation", 2 * len(samples), unit="rows (x2: perplexity, replies)", enabled=progress) as bar:
         ppl, tokens = answer_perplexity(model, processor, samples, batch_size, on_batch=bar.advance)

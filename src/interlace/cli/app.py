@@ -10,10 +10,11 @@ import typer
 import typer.rich_utils
 from rich.table import Table
 
-from interlace import cli_bench, cli_surgery
-from interlace.cli_flags import config_flags
+from interlace.cli import bench as cli_bench
+from interlace.cli import surgery as cli_surgery
+from interlace.cli.flags import config_flags
 from interlace.config import PruneConfig
-from interlace.console import check_json_path, console, cpu_cores, fail, plain_width, tolerate_any_encoding
+from interlace.console import check_json_path, check_threads, console, fail, plain_width, tolerate_any_encoding
 from interlace.progress import PROGRESS
 
 # typer renders help on a console of its own, 80 columns wide without a terminal unless
@@ -32,27 +33,30 @@ ThreadsOpt = Annotated[int, typer.Option("--threads", help="torch CPU threads (0
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="Print no progress bars or progress lines, only the stages and the results.")]
 EvalNOpt = Annotated[Optional[int], typer.Option(help="Items per task (default: 500 visual-QA questions; 100 cloze and 100 continuation items and 100 perplexity passages for a text model; every row of --data).")]
 
-# The run-config flags compare and sweep share with prune (generated from PruneConfig, as prune's are).
-SHARED = ("data", "calib_samples", "train_samples", "eval_samples_per_task", "seed")
+# The run-config flags compare and sweep share with prune (generated from PruneConfig, as prune's
+# are); each command builds the same PruneConfig from them (``_run_config``).
+SHARED = ("data", "calib_samples", "train_samples", "eval_samples_per_task", "seed", "protect", "dtype", "deepstack")
 
 
 def _threads(threads: int) -> None:
-    # Checked before torch is imported: a huge thread count crashes the import of its pools.
-    if not 0 <= threads <= cpu_cores():
-        fail(f"--threads must be in 0..{cpu_cores()} (the CPU cores here; 0: torch's default), got {threads}")
+    check_threads(threads)  # before torch is imported: a huge thread count crashes the import of its pools
     if threads:
         import torch
 
         torch.set_num_threads(threads)
 
 
-def _check_inputs(model, methods=(), ratios=(), calib_samples=1, train_samples=None, eval_n=None, report_dir=None, ratio_flag="--ratio", protect="", seed=0, data=None) -> None:
-    """``config.input_problems`` for compare, sweep and eval: every problem on one ``error:`` line."""
-    from interlace.config import input_problems
+def _run_config(model: str | None, flags: dict, checks: dict, **fields) -> PruneConfig:
+    """The run compare and sweep share with prune, from their generated flags merged as prune's
+    are (``config.resolve_config``: healing defaults by model, every problem at once, checked as
+    ``checks`` says the command validates); a flag left unset keeps the field's default."""
+    from interlace.config import ConfigError, resolve_config
 
-    problems = input_problems(model, methods, ratios, calib_samples, train_samples, eval_n, report_dir, ratio_flag, protect, seed, data)
-    if problems:
-        fail("; ".join(problems))
+    given = {name: value for name, value in flags.items() if value is not None}
+    try:
+        return resolve_config({}, {"model": model, **given, **fields}, **checks)
+    except ConfigError as error:
+        fail(str(error))
 
 
 def _accuracy_table(title: str, columns: dict[str, dict]) -> Table:
@@ -77,7 +81,7 @@ def main() -> None:
 
 def _eval_with_lmms(model, json_path, n_per_task, batch_size, threads, tasks, limit, lmms_python) -> None:
     """`interlace eval --harness lmms-eval`: run lmms-eval on a local checkpoint and print its metrics."""
-    from interlace import harness as lmms
+    from interlace.evaluation import lmms_eval as lmms
     from interlace.loading import resolve
 
     try:
@@ -129,37 +133,38 @@ def eval_command(
 ) -> None:
     """Evaluate a model on held-out data: a VLM on the built-in visual-QA suite (greedy, exact match), a text model on
     held-out Python-docs prose (perplexity, continuation, cloze), either on rows of your own (--data), or through lmms-eval."""
-    from interlace.data import sources, vqa
+    from interlace.config import eval_count_problems, eval_problems
+    from interlace.data import sources
     from interlace.loading import ModelNotFoundError, is_vision_language, load_model
 
     _threads(threads)
     PROGRESS.quiet = quiet
     check_json_path(json_path)
-    if n_per_task is not None and not 1 <= n_per_task <= vqa.TEST_RESERVE:
-        fail(f"--n-per-task must be in 1..{vqa.TEST_RESERVE}, got {n_per_task}")
     if batch_size is not None and batch_size < 1:
         fail(f"--batch-size must be >= 1, got {batch_size}")
     if harness not in ("builtin", "lmms-eval"):
         fail(f"--harness must be builtin or lmms-eval, got {harness!r}")
     if harness == "lmms-eval":
+        if problems := eval_count_problems(n_per_task, True, "--n-per-task"):  # its interlace_vqa is the visual-QA suite
+            fail("; ".join(problems))
         _eval_with_lmms(model, json_path, n_per_task or 500, batch_size, threads, tasks, limit, lmms_python)
         return
     for flag, value in (("--tasks", tasks), ("--limit", limit), ("--lmms-python", lmms_python)):
         if value is not None:
             fail(f"{flag} applies to --harness lmms-eval only; add --harness lmms-eval or drop {flag}")
-    _check_inputs(model)  # a truncated or remote-code checkpoint fails here, not in the load
+    if problems := eval_problems(model, n_per_task, data):  # a truncated or remote-code checkpoint fails here, not in the load
+        fail("; ".join(problems))
     rows = None  # --data embedded or pydocs: the built-in held-out split of that data, as without --data
-    if data is not None:  # read before the weights load, so that bad rows fail in seconds
-        try:
-            if sources.parse_data_spec(data).kind not in ("embedded", "text"):
-                rows = list(sources.iter_samples(data, "train"))  # "train" of a file: every row, in order
+    if data is not None and sources.parse_data_spec(data).kind not in ("embedded", "text"):
+        try:  # read before the weights load, so that bad rows fail in seconds
+            rows = list(sources.iter_samples(data, "train"))  # "train" of a file: every row, in order
         except ValueError as error:  # DataSpecError included
             fail(f"--data {data}: {_one_line(error)}")
     try:
         loaded, processor = load_model(model)
     except ModelNotFoundError as error:
         fail(str(error))
-    from interlace.suites import TEXT, VQA, evaluate_rows
+    from interlace.evaluation.suites import TEXT, VQA, evaluate_rows
 
     name = model or "embedded"
     if rows is not None:
@@ -190,10 +195,10 @@ def _stage_log(message: str) -> None:
 
 
 def _run_prune(config) -> PruneReport:  # noqa: F821
+    from interlace.evaluation.verify import VerificationError
     from interlace.files import WriteError
-    from interlace.heal import HealInterrupted, NonFiniteLossError
+    from interlace.heal.loop import HealInterrupted, NonFiniteLossError
     from interlace.pipeline import prune
-    from interlace.verify import VerificationError
 
     try:
         return prune(config, log=_stage_log)
@@ -224,21 +229,16 @@ def _search_ratio(config, target_retention: float | None, target_speedup: float 
         fail(f"--target-retention must be in (0, 1], got {target_retention}")
     if target_speedup is not None and target_speedup <= 1:
         fail(f"--target-speedup must be > 1, got {target_speedup}")
-    from interlace.config import ConfigError, validate, with_model_defaults
+    from interlace.config import ConfigError, validate
 
     try:  # the search loads, calibrates and heals: every input is checked before it, as for prune
         validate(config)
     except ConfigError as error:
         fail(str(error))
     console.print("[bold]searching the ratio...[/]")
-    config = with_model_defaults(config)  # the search calibrates and heals on the run's data
-    session = Session(
-        config.model, config.data, config.heal, config.seed, config.calib_samples, config.train_samples, config.method,
-        log=_stage_log, dtype=config.dtype, deepstack=config.deepstack,
-    )
-    try:
-        ratio, _ = search_ratio(session, target_retention, target_speedup)
-    except ValueError as error:
+    try:  # the run prune will do: its model, data, method, healing, dtype and deepstack
+        ratio, _ = search_ratio(Session(config, log=_stage_log), target_retention, target_speedup)
+    except ValueError as error:  # ConfigError included (a VLM on data no suite scores)
         fail(str(error))
     console.print(f"  chosen ratio {ratio}")
     return ratio
@@ -246,8 +246,8 @@ def _search_ratio(config, target_retention: float | None, target_speedup: float 
 
 def _summary_table(report) -> Table:
     """Dense against pruned, titled with what ran: the method, the cut, and what healing trained."""
+    from interlace.evaluation.suites import format_retention
     from interlace.export import healed_layers
-    from interlace.suites import format_retention
 
     healed = healed_layers(report.to_json())
     what = f"healed: trained layers {healed}" if healed else "not healed"
@@ -351,7 +351,7 @@ def prune(
 
 
 @app.command()
-@config_flags(prune=("ratio", "protect", *SHARED), heal=("lr", "batch_size", "micro_batch_size"), defaults={"data": None})
+@config_flags(prune=("ratio", *SHARED), heal=("lr", "batch_size", "micro_batch_size"), defaults={"data": None})
 def compare(
     model: ModelArg = None,
     *,
@@ -365,41 +365,20 @@ def compare(
     **flags,
 ) -> None:
     """Compare every method with dense and Dense-FT on the same data and budget."""
-    ratio, data, calib_samples, train_samples, eval_samples_per_task, seed = (flags[k] for k in ("ratio", *SHARED))
     from interlace.compare import ROWS, CompareConfig, CompareResumeError, parse_methods, saved_row_count
     from interlace.compare import compare as run_compare
     from interlace.config import ConfigError
-    from interlace.data.sources import parse_data_spec
-    from interlace.loading import ModelNotFoundError, resolve
-    from interlace.suites import default_data
 
     _threads(threads)
     PROGRESS.quiet = quiet
     check_json_path(json_path)
     try:
         names = parse_methods(methods)
-        resolve(model)
-        data = data or default_data(model)
-        parse_data_spec(data)
-    except (ValueError, ModelNotFoundError) as error:
+    except ValueError as error:
         fail(str(error))
-    _check_inputs(model, names, [ratio], calib_samples, train_samples, eval_samples_per_task, out, protect=flags["protect"], seed=seed, data=data)
-    heal_config = None
-    given = {k: flags[k] for k in ("lr", "batch_size", "micro_batch_size") if flags[k] is not None}
-    if given:
-        from interlace.config import default_heal
-
-        try:
-            heal_config = default_heal(model, seed, given)
-        except ValueError as error:
-            fail(f"healing options: {error}")
-    config = CompareConfig(
-        model=model, out=out, ratio=ratio, methods=names, data=data, calib_samples=calib_samples,
-        train_samples=train_samples, heal=heal_config, eval_samples_per_task=eval_samples_per_task, seed=seed, bench=bench,
-        protect=flags["protect"], resume=resume,
-    )
-    try:
-        report = run_compare(config, log=_stage_log)
+    run = _run_config(model, flags, dict(methods=names, report=True), out=out, resume=resume)
+    try:  # compare() validates the run before anything loads
+        report = run_compare(CompareConfig(run, methods=names, bench=bench), log=_stage_log)
     except (CompareResumeError, ConfigError) as error:
         fail(str(error))
     except KeyboardInterrupt:
@@ -425,31 +404,33 @@ def sweep(
     **flags,
 ) -> None:
     """Prune, heal and evaluate at several ratios from one calibration; draw the curves."""
-    method, data, calib_samples, train_samples, eval_samples_per_task, seed = (flags[k] for k in ("method", *SHARED))
-    from interlace.suites import default_data, format_retention
+    from interlace.config import ConfigError, validate
+    from interlace.evaluation.suites import format_retention
+    from interlace.heal.loop import HealInterrupted
     from interlace.sweep import Session
     from interlace.sweep import sweep as run_sweep
 
     _threads(threads)
     PROGRESS.quiet = quiet
     check_json_path(json_path)
-    data = data or default_data(model)
     try:
         values = [float(r) for r in ratios.split(",") if r.strip()]
     except ValueError:
         fail(f"--ratios must be a comma list of numbers, got {ratios!r}")
     if not values or not all(0 < r < 1 for r in values):
         fail(f"--ratios must be between 0 and 1 (exclusive), got {ratios!r}")
-    _check_inputs(model, [method], values, calib_samples, train_samples, eval_samples_per_task, out, ratio_flag="--ratios value", seed=seed, data=data)
-    from interlace.heal import HealInterrupted
-
+    checks = dict(ratios=values, ratio_flag="--ratios value", report=True)
+    run = _run_config(model, flags, checks, out=out)
+    try:  # every ratio against the model's depth, before the session loads it
+        validate(run, **checks)
+    except ConfigError as error:
+        fail(str(error))
     try:
-        session = Session(model, data, None, seed, calib_samples, train_samples, method, log=_stage_log)
-        report = run_sweep(session, values, eval_samples_per_task, out, bench=bench)
+        report = run_sweep(Session(run, log=_stage_log), values, bench=bench)
     except (KeyboardInterrupt, HealInterrupted):  # a sweep keeps no state between its probes: nothing to resume
         console.print(f"[bold yellow]interrupted:[/] the sweep stopped before writing {out}; run it again to start over", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
-    table = Table(title=f"sweep: {method}")
+    table = Table(title=f"sweep: {run.method}")
     for column in ("ratio", "layers removed", "retention", "speedup", "FLOP bound"):
         table.add_column(column, justify="right")
     for probe in report["probes"]:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from interlace.arch import get_arch
-from interlace.config import HealConfig
+from interlace.config.options import HealConfig
 
 
 class Hidden:

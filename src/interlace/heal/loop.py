@@ -1,4 +1,4 @@
-"""Healing: train only the survivor layers on assistant tokens, through accelerate (SPEC 2.5).
+"""Healing: train only the survivor layers on assistant tokens, through accelerate (arXiv 2511.19676, training setup).
 
 Everything is frozen except the decoder layers named by the plan (all their parameters, or LoRA
 adapters on their linear layers with ``method="lora"``) and, on request, the lm_head. One epoch
@@ -25,13 +25,13 @@ from typing import Any
 import torch
 
 from interlace.arch import get_arch
-from interlace.config import HealConfig
+from interlace.config.options import HealConfig
 from interlace.data.chat import IGNORE_INDEX
-from interlace.heal_data import StepDataset, packing_problem, resolve_workers, step_loader, step_order
-from interlace.heal_state import load_checkpoint, restore, save_checkpoint, snapshot, stop_on_signals
-from interlace.losses import hidden_mse_sum, objective
+from interlace.heal.data import StepDataset, packing_problem, resolve_workers, step_loader, step_order
+from interlace.heal.losses import hidden_mse_sum, objective
+from interlace.heal.state import load_checkpoint, restore, save_checkpoint, snapshot, stop_on_signals
+from interlace.heal.teacher import capture_anchors, teacher_logits
 from interlace.progress import progress as progress_bar
-from interlace.teacher import capture_anchors, teacher_logits
 from interlace.typecheck import expect
 
 __all__ = [
@@ -133,7 +133,7 @@ def trainable_parameters(model: Any, layer_positions: Sequence[int], config: Hea
     trained = model
     if config.method == "lora":
         trained = _with_lora(model, layer_positions, config)  # freezes everything but the adapters
-        if config.train_lm_head:  # so unfreeze the head again, as in full healing (issue 19)
+        if config.train_lm_head:  # so unfreeze the head again, as in full healing
             model.get_output_embeddings().requires_grad_(True)
     return trained, [p for p in trained.parameters() if p.requires_grad]
 
@@ -295,13 +295,23 @@ def heal(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         # transformers also makes the embedding output require grad, which only reentrant
         # checkpointing needs; it would run autograd through every frozen layer below the lowest
-        # trainable one and compute their activation gradients for nothing (issue 17).
+        # trainable one and compute their activation gradients for nothing
+        # (tests/test_heal.py::test_frozen_layers_below_the_survivors_run_without_autograd).
         base_model.disable_input_require_grads()
     model.train()
 
     order = step_order(len(samples), config)  # seeded: a resumed run sees the same steps
     steps_total = max(1, len(order) // config.batch_size)  # fewer samples than a batch: one step
     warmup = math.ceil(config.warmup_ratio * steps_total)
+
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+    state = load_checkpoint(checkpoint_dir) if resume and checkpoint_dir else None
+    start_step = state["step"] if state else 0
+    # The workers start now and encode the first steps while the optimizer, accelerate and the
+    # teacher are set up, so the first step does not wait for a worker to start.
+    dataset = StepDataset(processor, samples, order, config, accelerator.process_index, world)
+    workers = resolve_workers(config.data_workers, accelerator.device, processes=int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+    batches = iter(step_loader(dataset, start_step, workers, pin_memory=accelerator.device.type == "cuda"))
 
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, steps_total, warmup))
@@ -311,11 +321,9 @@ def heal(
 
     trainable = sum(p.numel() for p in params)
     result = HealResult(steps=steps_total, samples=len(order), skipped_samples=0, trainable_parameters=trainable)
-    start_step = 0
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-    if resume and checkpoint_dir and (state := load_checkpoint(checkpoint_dir)):
+    if state:
         restore(state, accelerator.unwrap_model(model), optimizer, scheduler)
-        start_step = result.resumed_from_step = state["step"]
+        result.resumed_from_step = start_step
         result.losses, result.lrs = state["losses"], state["lrs"]
         result.skipped_samples = state["skipped"]
 
@@ -325,10 +333,6 @@ def heal(
         record = {"losses": result.losses, "lrs": result.lrs, "skipped": result.skipped_samples, "config": asdict(config)}
         save_checkpoint(snapshot(step, accelerator.unwrap_model(model), optimizer, scheduler, **record), checkpoint_dir)
 
-    dataset = StepDataset(processor, samples, order, config, accelerator.process_index, world)
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    workers = resolve_workers(config.data_workers, accelerator.device, processes=local_processes)
-    batches = iter(step_loader(dataset, start_step, workers, pin_memory=accelerator.device.type == "cuda"))
     show = progress and accelerator.is_main_process
     try:
         # every=0: a line per optimizer step in a log, where the bar draws nothing (steps take seconds).

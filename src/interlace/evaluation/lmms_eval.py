@@ -9,7 +9,7 @@ The embedded held-out suite is exported as a `datasets` folder (one split per qu
 with ``load_from_disk`` so nothing touches the Hub) plus one lmms-eval task per question type and a
 group ``interlace_vqa`` over them. The model sees the question only; lmms-eval's model class
 applies the checkpoint's own chat template, and answers are scored by exact match with
-:func:`interlace.evaluate.normalise`, so the numbers match ``interlace eval``'s built-in harness.
+:func:`interlace.evaluation.generate.normalise`, so the numbers match ``interlace eval``'s built-in harness.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from interlace.evaluate import normalise
+from interlace.evaluation.generate import normalise
 
 LMMS_VERSION = "0.7.3"  # the version whose model registry the table below was read from
 SUITE_GROUP = "interlace_vqa"
@@ -247,7 +247,7 @@ def suite_task_name(task: str) -> str:
     return f"{SUITE_GROUP}_{task}"
 
 
-_UTILS_HEADER = '''"""lmms-eval hooks for the interlace embedded visual-QA suite (written by interlace.harness)."""
+_UTILS_HEADER = '''"""lmms-eval hooks for the interlace embedded visual-QA suite (written by interlace.evaluation.lmms_eval)."""
 
 
 def doc_to_visual(doc):
@@ -263,7 +263,7 @@ def process_results(doc, results):
     return {"exact_match": float(normalise(results[0]) == normalise(doc["answer"]))}
 
 
-# Copied from interlace.evaluate so scores match the built-in harness without importing interlace.
+# Copied from interlace.evaluation.generate so scores match the built-in harness without importing interlace.
 '''
 
 _TASK_YAML = """task: {name}

@@ -1,18 +1,30 @@
 """`interlace bench A [B]`: TTFT, decode tokens/s and memory, dense vs pruned, beside the FLOP bound.
 
-Wired into the main app by ``register(app)`` (see ``interlace.cli``); the work is done by
-``interlace.bench.benchmark``.
+Wired into the main app by ``register(app)`` (see ``interlace.cli.app``); the work is done by
+``interlace.speed.bench.benchmark``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from interlace.console import check_json_path, console, cpu_cores, fail
+from interlace.cli.flags import settings_flags
+from interlace.config.options import DTYPES
+from interlace.console import check_json_path, check_threads, console, fail
+from interlace.speed.settings import BenchSettings, parse_image_size
+
+# The settings --fast changes: their flags are unset (None) by default, so that --fast can decide.
+SET_BY_FAST = {
+    f.name: f"default {getattr(BenchSettings(), f.name)}; --fast {getattr(BenchSettings.fast(), f.name)}"
+    for f in dataclasses.fields(BenchSettings)
+    if getattr(BenchSettings(), f.name) != getattr(BenchSettings.fast(), f.name)
+}
+WEIGHT_DTYPES = f"{', '.join(DTYPES[:-1])} or {DTYPES[-1]}"
 
 
 def comparison_table(comparison) -> Table:
@@ -43,27 +55,23 @@ def comparison_table(comparison) -> Table:
     return table
 
 
+@settings_flags(BenchSettings, unset=SET_BY_FAST)  # --prompt-tokens, --new-tokens, --repeats, --warmup, --threads, --seed
 def bench(
     model_a: Annotated[str, typer.Argument(help="Reference (dense) checkpoint directory, Hub id, or 'embedded'.")],
     model_b: Annotated[Optional[str], typer.Argument(
         help="Model to compare (pruned); omit to measure A alone.")] = None,
+    *,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
-    prompt_tokens: Annotated[Optional[int], typer.Option(
-        help="Text tokens in the prompt, image tokens on top (default 512; --fast 128).")] = None,
     image_size: Annotated[str, typer.Option(
         help="Synthetic image HxW, 'none', or 'auto' (448x448 for vision-language models, none otherwise).")] = "auto",
-    new_tokens: Annotated[Optional[int], typer.Option(help="Tokens generated per run (default 32; --fast 8).")] = None,
-    repeats: Annotated[Optional[int], typer.Option(help="Measured runs per model (default 5; --fast 2).")] = None,
-    warmup: Annotated[int, typer.Option(help="Unmeasured rounds first.")] = 1,
-    threads: Annotated[int, typer.Option(
-        "--threads", help="torch CPU threads while measuring (0: torch's default).")] = 1,
     fast: Annotated[bool, typer.Option("--fast", help="Few short runs: a rough speedup in seconds.")] = False,
-    dtype: Annotated[str, typer.Option(help="Weights dtype: float32, bfloat16 or float16.")] = "float32",
+    dtype: Annotated[str, typer.Option(help=f"Weights dtype: {WEIGHT_DTYPES}.")] = DTYPES[0],
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ...; default cuda when available.")] = None,
     engine: Annotated[str, typer.Option(
         help="transformers (generate here) or vllm (served from .venv-vllm; `make vllm-setup`).")] = "transformers",
     eager: Annotated[bool, typer.Option(
         "--eager", help="--engine vllm: skip torch.compile (starts in seconds; slower runs).")] = False,
+    **flags,
 ) -> None:
     """Time prefill (TTFT) and decode of A and B alternately, and compare with the FLOP bound.
 
@@ -71,28 +79,25 @@ def bench(
     """
     import torch
 
-    from interlace.bench import BenchSettings, benchmark, device_problems, parse_image_size
     from interlace.loading import ModelNotFoundError, load_model
+    from interlace.speed.bench import benchmark, device_problems
 
-    if dtype not in ("float32", "bfloat16", "float16"):
-        fail(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    if dtype not in DTYPES:
+        fail(f"--dtype must be {WEIGHT_DTYPES}, got {dtype!r}")
     if engine not in ("transformers", "vllm"):
         fail(f"--engine must be transformers or vllm, got {engine!r}")
     if engine == "vllm" and (model_b is None or device not in (None, "cpu")):
         fail("--engine vllm compares two local checkpoints on the CPU: pass DENSE and PRUNED, no --device")
     try:
-        size = parse_image_size(image_size)
-        base = BenchSettings.fast() if fast else BenchSettings()
-        overrides = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "repeats": repeats}
-        settings = BenchSettings(**{**vars(base), "warmup": warmup, "threads": threads, "image_size": size,
-                                    **{k: v for k, v in overrides.items() if v is not None}})
+        base = BenchSettings.fast() if fast else BenchSettings()  # what a flag left unset takes
+        given = {name: value for name, value in flags.items() if value is not None}
+        settings = BenchSettings(**{**vars(base), **given, "image_size": parse_image_size(image_size)})
     except ValueError as error:
         message = str(error)
-        for name in ("prompt_tokens", "new_tokens", "repeats", "warmup", "threads", "image_size"):
-            message = message.replace(f"{name} must", f"--{name.replace('_', '-')} must")  # the user's flag spelling
+        for field in dataclasses.fields(BenchSettings):
+            message = message.replace(f"{field.name} must", f"--{field.name.replace('_', '-')} must")  # the user's flag spelling
         fail(message)
-    if threads > cpu_cores():
-        fail(f"--threads must be in 0..{cpu_cores()} (the CPU cores here; 0: torch's default), got {threads}")
+    check_threads(settings.threads)
     if engine == "transformers" and (problems := device_problems(device)):
         fail("; ".join(problems))
     check_json_path(json_path)
@@ -135,7 +140,7 @@ def _check_models(*models: str | None) -> None:
 def _bench_vllm(model_a: str, model_b: str, settings, dtype: str, eager: bool, json_path: Optional[Path]) -> None:
     """`interlace bench --engine vllm`: the same table, timed by vLLM serving each checkpoint."""
     from interlace.loading import ModelNotFoundError, resolve
-    from interlace.serve import VllmError, vllm_bench
+    from interlace.speed.vllm import VllmError, vllm_bench
 
     try:
         dirs = [resolve(m) for m in (model_a, model_b)]
