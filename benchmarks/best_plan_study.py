@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import fcntl
 import json
 import math
@@ -72,9 +73,33 @@ def parse_row(row: str) -> tuple[str, bool, bool]:
     return base.removesuffix("-ft"), base.endswith("-ft"), protect
 
 
+def parse_variant(row: str) -> tuple[str, dict]:
+    """'<row>[@change...]' -> (the row, the changes of a controlled experiment or a seed).
+
+    Changes, each after an '@': ``lr<float>`` (healing learning rate), ``kd`` (distil the dense
+    model instead of the next-token loss), ``x<int>`` (that many times the healing passages, same
+    batch: that many times the steps), ``seed<int>`` (the healing seed: data order and dropout; the
+    plan is the same). ``interlace@lr1e-4@x4`` is INTERLACE healed at lr 1e-4 on four times the data.
+    """
+    base, *parts = row.split("@")
+    changes: dict = {}
+    for part in parts:
+        if part == "kd":
+            changes["loss"] = "kd"
+        elif part.startswith("lr"):
+            changes["lr"] = float(part[2:])
+        elif part.startswith("x") and part[1:].isdigit() and int(part[1:]) >= 1:
+            changes["budget"] = int(part[1:])
+        elif part.startswith("seed") and part[4:].isdigit():
+            changes["seed"] = int(part[4:])
+        else:
+            raise ValueError(f"row {row!r}: unknown change @{part}; use @lr<float>, @kd, @x<int> or @seed<int>")
+    return base, changes
+
+
 def passage_nll(model, tokenizer, passages: Sequence[dict]) -> tuple[list[float], list[int]]:
     """Each passage's summed next-token NLL and token count (the library's perplexity, one at a time)."""
-    from interlace.evaluate_text import perplexity
+    from interlace.evaluation.text import perplexity
 
     nll, tokens = [], []
     for passage in passages:
@@ -87,7 +112,7 @@ def passage_nll(model, tokenizer, passages: Sequence[dict]) -> tuple[list[float]
 def held_out(tokenizer, min_tokens: int, items: int, seed: int = 0) -> tuple[list[dict], list, list]:
     """The first test passages that hold ``min_tokens`` predicted tokens, and the task items."""
     from interlace.data.realtext import load_passages
-    from interlace.evaluate_text import choice_items, cloze_items
+    from interlace.evaluation.text import choice_items, cloze_items
 
     passages = load_passages("test", None, seed)
     tok = getattr(tokenizer, "tokenizer", tokenizer)
@@ -104,7 +129,7 @@ def held_out(tokenizer, min_tokens: int, items: int, seed: int = 0) -> tuple[lis
 
 def measure(model, tokenizer, passages, cloze, choice) -> dict:
     """Held-out perplexity with its interval, and the two tasks."""
-    from interlace.evaluate_text import choice_predictions, cloze_hits
+    from interlace.evaluation.text import choice_predictions, cloze_hits
 
     model.eval()
     nll, tokens = passage_nll(model, tokenizer, passages)
@@ -142,6 +167,45 @@ def table(out: Path, settings: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def profile_plot(out: Path, path: Path) -> None:
+    """The layer profile of every finished row: above, each layer's redundancy on calibration data
+    (1 - cosine similarity of its input and output, ShortGPT's Block Influence); below, one line per
+    row (best perplexity first) with its dropped (red), healed (green) and frozen (grey) layers and
+    its held-out perplexity with the 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted((json.loads(p.read_text()) for p in out.glob("row-*.json")), key=lambda r: r["perplexity"])
+    scores = json.loads((out / "scores.json").read_text())
+    layers = scores["num_layers"]
+    influence = [1 - c for c in scores["similarity"]["1"]]
+    fig, (top, grid) = plt.subplots(2, 1, figsize=(max(7, 0.3 * layers + 3), 1.6 + 0.32 * len(rows)),
+                                    gridspec_kw={"height_ratios": [1.2, max(1, 0.32 * len(rows))]}, sharex=True)
+    top.bar(range(layers), influence, color="#4c72b0")
+    top.set_yscale("log")
+    top.set_ylabel("1 - cos", fontsize=8)
+    top.set_title(f"{out.name}: layer profile and the plan of each row (ratio {json.loads((out / 'settings.json').read_text())['ratio']})", fontsize=9)
+    for y, row in enumerate(rows):
+        dropped, healed = set(row.get("dropped") or []), set(row.get("finetuned") or [])
+        if row["row"] == "dense-ft":
+            healed = set(range(layers))
+        for i in range(layers):
+            colour = "#d62728" if i in dropped else "#2ca02c" if i in healed else "#dddddd"
+            grid.add_patch(plt.Rectangle((i - 0.45, y - 0.4), 0.9, 0.8, color=colour))
+        low, high = row["ci95"]
+        grid.text(layers, y, f" {row['perplexity']:.1f} [{low:.1f}-{high:.1f}]", va="center", fontsize=7)
+    grid.set_yticks(range(len(rows)), [r["row"] for r in rows], fontsize=7)
+    grid.set_ylim(len(rows) - 0.5, -0.5)
+    grid.set_xlim(-0.6, layers + 4)
+    grid.set_xticks(range(0, layers, 2))
+    grid.set_xlabel("decoder layer (red dropped, green healed, grey frozen); held-out perplexity [95% interval]", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2", help="smollm2, gemma3-270m or a checkpoint directory")
@@ -156,27 +220,36 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100, help="cloze and continuation items each")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--report", action="store_true", help="only rewrite table.md and profile.png from the finished rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from interlace.analyze import load_scores, save_scores
     from interlace.arch import get_arch
+    from interlace.calibration import load_scores, save_scores
     from interlace.data import sources
-    from interlace.heal import HealConfig
+    from interlace.heal.loop import HealConfig
     from interlace.loading import load_model
     from interlace.methods import METHODS
     from interlace.methods.protect import fragile_layers
     from interlace.stages import calibrate
 
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    unknown = [r for r in rows if r not in ("dense", "dense-ft") and parse_row(r)[0] not in METHODS]
+    try:
+        bases = {r: parse_variant(r)[0] for r in rows}
+    except ValueError as error:
+        raise SystemExit(f"--rows: {error}") from None
+    unknown = [r for r, base in bases.items() if base not in ("dense", "dense-ft") and parse_row(base)[0] not in METHODS]
     if unknown:
-        raise SystemExit(f"--rows: unknown {', '.join(unknown)}; use dense, dense-ft or <method>[-ft][+protect]")
+        raise SystemExit(f"--rows: unknown {', '.join(unknown)}; use dense, dense-ft or <method>[-ft][+protect], then any @changes")
     settings = {
         "model": args.model, "ratio": args.ratio, "calib": args.calib, "train": args.train, "batch_size": args.batch_size,
         "steps": args.train // args.batch_size, "lr": args.lr, "min_tokens": args.min_tokens, "items": args.items, "seed": args.seed,
     }
     out = args.out
+    if args.report:
+        (out / "table.md").write_text(table(out, json.loads((out / "settings.json").read_text())))
+        profile_plot(out, out / "profile.png")
+        return
     out.mkdir(parents=True, exist_ok=True)
     lock = (out / ".lock").open("w")
     try:  # two studies on one directory would run the same rows twice; held until the process ends
@@ -220,13 +293,22 @@ def main() -> None:
 
 def run_row(row: str, out: Path, settings: dict, model, tokenizer, arch, scores, calib, train, heal_config, held, fragile: str) -> None:
     """Select, cut, heal and measure one row; write its JSON and the table."""
-    from interlace.heal import heal
+    from interlace.heal.loop import heal
     from interlace.methods import get_method
     from interlace.stages import pruned_copy, select
 
     started = time.perf_counter()
     print(f"{row}: started", flush=True)
     record: dict = {"row": row}
+    row, changes = parse_variant(row)
+    if changes:
+        budget = changes.pop("budget", 1)
+        if budget > 1:
+            from interlace.data import sources
+
+            train = sources.load_samples("pydocs", "train", settings["train"] * budget, seed=settings["seed"])
+        heal_config = dataclasses.replace(heal_config, **changes)
+        record["changes"] = {**changes, "budget": budget, "steps": len(train) // heal_config.batch_size}
     if row in ("dense", "dense-ft"):
         pruned = model
         if row == "dense-ft":
@@ -250,6 +332,7 @@ def run_row(row: str, out: Path, settings: dict, model, tokenizer, arch, scores,
                          "evaluate": round(done - healed, 1), "total": round(done - started, 1)}
     write_atomic(out / f"row-{row}.json", json.dumps(record, indent=1))
     (out / "table.md").write_text(table(out, settings))
+    profile_plot(out, out / "profile.png")
     print(f"{row}: perplexity {record['perplexity']:.2f} [{record['ci95'][0]:.2f}, {record['ci95'][1]:.2f}] "
           f"in {record['seconds']['total']:.0f}s ({record['seconds']})", flush=True)
 

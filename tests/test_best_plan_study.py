@@ -43,3 +43,12 @@ def test_row_names():
     assert study.parse_row("interlace+protect") == ("interlace", False, True)
     assert study.parse_row("deepest-block-ft+protect") == ("deepest-block", True, True)
     assert study.parse_row("auto") == ("auto", False, False)
+
+
+def test_row_variants_name_the_controlled_experiments():
+    assert study.parse_variant("interlace") == ("interlace", {})
+    assert study.parse_variant("interlace@lr1e-4@x4") == ("interlace", {"lr": 1e-4, "budget": 4})
+    assert study.parse_variant("shortgpt-ft+protect@kd@seed2") == ("shortgpt-ft+protect", {"loss": "kd", "seed": 2})
+    for bad in ("interlace@fast", "interlace@x0", "interlace@seed"):
+        with pytest.raises(ValueError, match="unknown change"):
+            study.parse_variant(bad)
