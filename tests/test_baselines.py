@@ -163,6 +163,18 @@ def test_sleb_goes_on_from_its_saved_steps_with_the_uninterrupted_result(tmp_pat
     state.write_text("{not json")
     assert sleb_order(model, batches, budget=4, progress=False, state=state) == fresh
 
+    # a removal order no run could have saved (a layer out of range, twice, or protected): start over
+    saved = json.loads(state.read_text())
+    for removed in ([99], [fresh[0][0], fresh[0][0]], [fresh[0][0]]):
+        state.write_text(json.dumps({**saved, "removed": removed, "history": saved["history"][: len(removed)]}))
+        protected = (fresh[0][0],) if len(removed) == 1 and removed[0] != 99 else ()
+        expected = sleb_order(model, batches, budget=4, protected=protected, progress=False)
+        if protected:  # the saved state was fingerprinted without protection: refingerprint it
+            saved_p = json.loads(state.read_text())
+            saved_p["inputs"] = sleb_module._fingerprint(batches, 7, protected)
+            state.write_text(json.dumps(saved_p))
+        assert sleb_order(model, batches, budget=4, protected=protected, progress=False, state=state) == expected
+
 
 def scores_for(s1, extra=None):
     n = len(s1)

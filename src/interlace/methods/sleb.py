@@ -104,17 +104,24 @@ def _fingerprint(batches: Sequence[dict[str, torch.Tensor]], num_layers: int, pr
     return digest.hexdigest()[:32]
 
 
-def _load_state(state: Path | None, inputs: str) -> tuple[list[int], list[dict[int, float]]]:
-    """The removal steps saved in ``state`` for these ``inputs``; none when absent or for other inputs."""
+def _load_state(state: Path | None, inputs: str, num_layers: int, protected: Sequence[int] = ()) -> tuple[list[int], list[dict[int, float]]]:
+    """The removal steps saved in ``state`` for these ``inputs``; none when absent, for other
+    inputs, or not a removal order this model could have taken (a layer out of range, protected or
+    removed twice, a step without its losses): the selection then starts over and rewrites it."""
     if state is None or not state.is_file():
         return [], []
     try:
         saved = json.loads(state.read_text())
         if saved.get("inputs") != inputs:
             return [], []
-        return [int(j) for j in saved["removed"]], [{int(j): float(v) for j, v in h.items()} for h in saved["history"]]
+        removed = [int(j) for j in saved["removed"]]
+        history = [{int(j): float(v) for j, v in h.items()} for h in saved["history"]]
     except (ValueError, KeyError, TypeError, AttributeError):
-        return [], []  # unreadable (a file from elsewhere): start over, it is rewritten after one step
+        return [], []  # unreadable (a file from elsewhere)
+    possible = set(range(num_layers)) - set(protected)
+    if len(set(removed)) != len(removed) or not set(removed) <= possible or len(history) != len(removed):
+        return [], []
+    return removed, history
 
 
 def _save_state(state: Path, inputs: str, removed: list[int], history: list[dict[int, float]]) -> None:
@@ -143,7 +150,7 @@ def sleb_order(
     layers = get_arch(model).layers
     state = Path(state) if state is not None else None
     inputs = _fingerprint(batches, len(layers), protected) if state is not None else ""
-    removed, history = _load_state(state, inputs)
+    removed, history = _load_state(state, inputs, len(layers), protected)
     removed, history = removed[:budget], history[:budget]
     free = [j for j in range(len(layers)) if j not in protected]
     tuple_layers: set[int] = set()
@@ -218,7 +225,7 @@ def sleb(scores: RedundancyScores, ratio: float, protected=(), model=None, proce
     n = scores.num_layers
     batches = loss_batches(model, processor, calib, batch_size)
     budget = drop_budget(ratio, n)
-    resumed = min(budget, len(_load_state(Path(state), _fingerprint(batches, n, protected))[0])) if state is not None else 0
+    resumed = min(budget, len(_load_state(Path(state), _fingerprint(batches, n, protected), n, protected)[0])) if state is not None else 0
     removed, history = sleb_order(model, batches, budget, tuple(protected), state=state)
     plan = plan_from_drops("sleb", n, removed)
     if resumed:
