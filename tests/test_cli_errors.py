@@ -352,6 +352,21 @@ def test_ctrl_c_at_a_stage_leaves_what_the_readme_says(tmp_path, module, name, k
     assert (f"{out}.work is kept" in line[0] and "--resume" in line[0]) if kept else "nothing was kept" in line[0]
 
 
+def test_ctrl_c_during_the_ratio_search_is_one_line_and_writes_nothing(tmp_path):
+    """--target-retention probes ratios before prune starts; Ctrl-C there used to end in a
+    KeyboardInterrupt traceback."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(INTERRUPT.format(module="interlace.calibration", name="compute_scores"))
+    out = tmp_path / "out"
+    result = run("prune", "--target-retention", "0.9", "--calib-samples", "24", "--out", str(out), "--threads", "1", pythonpath=hook)
+    output = result.stdout + result.stderr
+    assert result.returncode == 130 and "Traceback" not in output, output
+    line = [line for line in output.splitlines() if line.startswith("interrupted:")]
+    assert len(line) == 1 and "ratio search" in line[0], output
+    assert not out.exists() and not (tmp_path / "out.work").exists()
+
+
 SLEB_INTERRUPT = """
 from pathlib import Path
 

@@ -221,6 +221,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _search_ratio(config, target_retention: float | None, target_speedup: float | None) -> float:
+    from interlace.heal.loop import HealInterrupted
     from interlace.sweep import Session, search_ratio
 
     if target_retention is not None and target_speedup is not None:
@@ -240,6 +241,9 @@ def _search_ratio(config, target_retention: float | None, target_speedup: float 
         ratio, _ = search_ratio(Session(config, log=_stage_log), target_retention, target_speedup)
     except ValueError as error:  # ConfigError included (a VLM on data no suite scores)
         fail(str(error))
+    except (KeyboardInterrupt, HealInterrupted):  # the search keeps no state and writes nothing
+        console.print("[bold yellow]interrupted:[/] the ratio search stopped before prune started; nothing was written", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     console.print(f"  chosen ratio {ratio}")
     return ratio
 
