@@ -226,6 +226,25 @@ def _train_step(
     return step_loss, global_tokens
 
 
+def _accelerator(config: HealConfig) -> Any:
+    """accelerate's Accelerator for ``config.mixed_precision`` ("auto": bf16 where the GPU has it),
+    refusing a launch of several processes that accelerate did not make distributed."""
+    from accelerate import Accelerator
+
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    accelerator = Accelerator(mixed_precision=precision)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and accelerator.num_processes == 1:
+        raise RuntimeError(
+            f"{launched} processes were launched but accelerate set up none as distributed "
+            f"({accelerator.distributed_type.value}): each would heal all the data alone. In accelerate 1.16 FSDP and "
+            "DeepSpeed need GPUs; on CPU run `accelerate launch --cpu` (data parallel over gloo) or one process"
+        )
+    return accelerator
+
+
 def heal(
     model: Any,
     processor: Any,
@@ -266,24 +285,13 @@ def heal(
     expect(config, HealConfig, "config", "a HealConfig (e.g. HealConfig(lr=1e-5))")
     if not samples:
         raise ValueError("heal got no samples; pass at least one sample with an assistant answer (train_samples >= 1)")
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     started = time.perf_counter()
     base_model = model
     set_seed(config.seed)  # LoRA initialises its adapters from the global RNG
     model, params = trainable_parameters(model, layer_positions, config)
-    precision = config.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    accelerator = Accelerator(mixed_precision=precision)
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > 1 and accelerator.num_processes == 1:
-        raise RuntimeError(
-            f"{launched} processes were launched but accelerate set up none as distributed "
-            f"({accelerator.distributed_type.value}): each would heal all the data alone. In accelerate 1.16 FSDP and "
-            "DeepSpeed need GPUs; on CPU run `accelerate launch --cpu` (data parallel over gloo) or one process"
-        )
+    accelerator = _accelerator(config)
     if config.packing and (problem := packing_problem(model)):
         raise ValueError(f"packing=True (--packing) cannot heal this model: {problem}; use --no-packing")
     set_seed(config.seed)  # again: data order and dropout start from the seed whatever the adapters drew
