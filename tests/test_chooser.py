@@ -112,3 +112,16 @@ def test_prune_method_auto_records_every_candidate_in_the_manifest(tmp_path):
     assert report.plan["method"] == "auto" and 0 not in report.plan["dropped"]
     assert len(choice["candidates"]) >= 5 and all(0 in c["protected"] for c in choice["candidates"])
     assert {"screen_seconds", "brief_heal_seconds", "extra_heal_share"} <= set(choice["cost"])
+
+
+def test_without_healing_data_the_lowest_unhealed_loss_wins_and_nothing_is_healed(embedded, monkeypatch):
+    """prune --no-heal leaves the plan unhealed, so brief heals would measure a model the user never
+    gets: the chooser keeps the plan of lowest screening loss and heals nothing."""
+    from interlace import stages
+
+    model, processor, calib, _, scores, heal_config = embedded
+    monkeypatch.setattr(stages, "heal_plan", lambda *a, **k: pytest.fail("healed without healing data"))
+    plan = choose(scores, 0.25, (), model=model, processor=processor, calib=calib, train=None, heal_config=heal_config, progress=False)
+    candidates = {c["label"]: c for c in plan.choice["candidates"]}
+    assert plan.choice["chosen"] == shortlist({label: c["screen_loss"] for label, c in candidates.items()}, 1)[0]
+    assert all(c["brief_loss"] is None for c in candidates.values()) and plan.choice["cost"]["brief_rows"] == 0

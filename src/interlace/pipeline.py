@@ -180,7 +180,7 @@ def _prune(config: PruneConfig, heal_config: HealConfig, log, state, run: Run) -
 
         def choose() -> Plan:
             nonlocal train
-            if get_method(config.method).needs_train:  # the plan chooser heals its finalists briefly
+            if get_method(config.method).needs_train and config.do_heal:  # the plan chooser heals its finalists briefly
                 train = _train_rows(config, data_stats)
             return select(
                 config.method, scores, config.ratio, arch, model=model, processor=processor, calib=calib,

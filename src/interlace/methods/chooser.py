@@ -129,15 +129,16 @@ def choose(scores: RedundancyScores, ratio: float, protected=(), model=None, pro
         say(f"screen {candidate.label}: drop {candidate.dropped}, loss {candidate.screen_loss:.4f}")
     screened = time.perf_counter()
 
-    finalists = shortlist({c.label: c.screen_loss for c in by_label.values()}, FINALISTS)
-    rows = brief_count(len(train), heal_config.batch_size)
-    brief = dataclasses.replace(heal_config, save_every=0)  # no checkpoints: a brief heal is redone, not resumed
-    for label in finalists:
+    # Without healing data (prune --no-heal) the plan stays unhealed, so the unhealed loss decides.
+    finalists = shortlist({c.label: c.screen_loss for c in by_label.values()}, FINALISTS if train else 1)
+    rows = brief_count(len(train), heal_config.batch_size) if train else 0
+    brief = dataclasses.replace(heal_config, save_every=0) if train else None  # no checkpoints: a brief heal is redone, not resumed
+    for label in finalists if train else ():
         healed = pruned_copy(model, processor, plans[label][0], list(train)[:rows], brief, calib)
         by_label[label].brief_loss = round(mean_loss(healed, batches), 5)
         say(f"brief heal {label} on {rows} rows: loss {by_label[label].brief_loss:.4f}")
         del healed
-    best = shortlist({label: by_label[label].brief_loss for label in finalists}, 1)[0]
+    best = shortlist({label: by_label[label].brief_loss for label in finalists}, 1)[0] if train else finalists[0]
     finished = time.perf_counter()
 
     chosen = copy.deepcopy(plans[best][0])
@@ -145,12 +146,13 @@ def choose(scores: RedundancyScores, ratio: float, protected=(), model=None, pro
         "screen_seconds": round(screened - started, 1),
         "brief_heal_seconds": round(finished - screened, 1),
         "brief_rows": rows,
-        "train_rows": len(train),
-        "extra_heal_share": round(len(finalists) * rows / max(1, len(train)), 3),
+        "train_rows": len(train or ()),
+        "extra_heal_share": round(len(finalists) * rows / max(1, len(train or ())), 3),
     }
+    finals = (f"finalists {', '.join(f'{label} ({by_label[label].screen_loss:.4f} -> {by_label[label].brief_loss:.4f})' for label in finalists)}"
+              if train else "no healing data (--no-heal): the lowest unhealed loss wins")
     summary = [
-        f"auto: {len(by_label)} distinct plans screened on {min(len(calib), SCREEN_SAMPLES)} calibration rows; finalists "
-        + ", ".join(f"{label} ({by_label[label].screen_loss:.4f} -> {by_label[label].brief_loss:.4f})" for label in finalists),
+        f"auto: {len(by_label)} distinct plans screened on {min(len(calib), SCREEN_SAMPLES)} calibration rows; {finals}",
         f"auto: chose {best}; extra cost {cost['screen_seconds']}s screening + {cost['brief_heal_seconds']}s brief healing "
         f"({cost['extra_heal_share']}x the full heal's rows)",
     ]
