@@ -233,5 +233,18 @@ def test_select_layers_asks_auto_for_its_healing_inputs():
     from interlace.scores import RedundancyScores
 
     scores = RedundancyScores(num_layers=8, similarity={1: [0.5] * 8, 2: [0.5] * 7, 3: [0.5] * 6}, num_samples=1)
-    with pytest.raises(ValueError, match="auto heals candidate plans: pass train= .* and heal_config="):
-        select_layers("auto", scores, 0.25, model=object(), processor=object(), calib=[{}])
+    # healing rows without the healing options; without rows (prune --no-heal) nothing is healed
+    with pytest.raises(ValueError, match="auto heals candidate plans briefly: pass heal_config= with train="):
+        select_layers("auto", scores, 0.25, model=object(), processor=object(), calib=[{}], train=[{}])
+
+
+def test_random_refuses_more_drops_than_unprotected_layers():
+    """It raised numpy's ValueError, which the plan chooser does not expect from a rule that
+    cannot place its drops (sweep --ratios 0.1,0.9 under auto ended in a traceback)."""
+    from interlace.methods.baselines import random
+    from interlace.methods.plan import SelectionError
+    from interlace.scores import RedundancyScores
+
+    scores = RedundancyScores(num_layers=8, similarity={1: [0.5] * 8, 2: [0.5] * 7, 3: [0.5] * 6}, num_samples=1)
+    with pytest.raises(SelectionError, match="random cannot drop 6 of 8 layers with 3 protected"):
+        random(scores, 0.75, protected=(0, 1, 7))

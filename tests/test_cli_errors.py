@@ -102,7 +102,7 @@ def test_model_argument_wins_over_config(tmp_path):
     [("0", "--ratio must be between 0 and 1"), ("-0.5", "--ratio must be between 0 and 1"), ("0.05", "removes no layer"), ("0.6", "lower --ratio")],
 )
 def test_bad_ratio(tmp_path, ratio, needle):
-    assert_clean_failure(run("prune", "--ratio", ratio, "--out", str(tmp_path / "out")), needle)
+    assert_clean_failure(run("prune", "--method", "interlace", "--ratio", ratio, "--out", str(tmp_path / "out")), needle)
     assert not (tmp_path / "out").exists()
 
 
@@ -304,7 +304,8 @@ def test_nan_while_healing_keeps_a_resumable_work_dir_and_says_so(tmp_path):
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(POISON)
     out = tmp_path / "out"
-    args = ["--no-eval", "--calib-samples", "24", "--train-samples", "64", "--batch-size", "16", "--micro-batch-size", "16", "--save-every", "1"]
+    args = ["--method", "interlace", "--no-eval", "--calib-samples", "24", "--train-samples", "64",
+            "--batch-size", "16", "--micro-batch-size", "16", "--save-every", "1"]
     result = run("prune", *args, "--out", str(out), "--threads", "1", pythonpath=hook)
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "Traceback" not in output, output
@@ -544,7 +545,7 @@ def test_compare_and_sweep_check_their_inputs_at_once(tmp_path):
     assert_clean_failure(result, "asks consecutive", "--calib-samples must be >= 1", "is a file")
     result = run("sweep", "--method", "slab", "--train-samples", "0", "--out", str(tmp_path / "sweep"))
     assert_clean_failure(result, "--method 'slab'", "--train-samples must be >= 1")
-    result = run("sweep", "--ratios", "0.1,0.9", "--out", str(tmp_path / "sweep"))
+    result = run("sweep", "--method", "interlace", "--ratios", "0.1,0.9", "--out", str(tmp_path / "sweep"))
     assert_clean_failure(result, "--ratios value 0.9", "lower --ratio")
     assert not (tmp_path / "sweep").exists()
 

@@ -43,7 +43,7 @@ def test_prune_under_accelerate_launch_writes_one_verified_checkpoint(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     launch = LAUNCH
     args = [
-        "-m", "interlace", "prune", "--no-eval", "--train-samples", "64", "--calib-samples", "24", "--batch-size", "16",
+        "-m", "interlace", "prune", "--method", "interlace", "--no-eval", "--train-samples", "64", "--calib-samples", "24", "--batch-size", "16",
         "--micro-batch-size", "4", "--out", str(tmp_path / "out"), "--threads", "1",
     ]
     result = subprocess.run([*launch, *args], capture_output=True, text=True, env=env, timeout=600)
@@ -104,7 +104,7 @@ def test_prune_under_fsdp_writes_a_checkpoint_from_pretrained_loads(tmp_path):
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     args = [
-        "-m", "interlace", "prune", "--no-eval", "--train-samples", "64", "--calib-samples", "24", "--batch-size", "16",
+        "-m", "interlace", "prune", "--method", "interlace", "--no-eval", "--train-samples", "64", "--calib-samples", "24", "--batch-size", "16",
         "--micro-batch-size", "4", "--out", str(tmp_path / "out"),
     ]
     result = subprocess.run([*FSDP_LAUNCH, *args], capture_output=True, text=True, env=env, timeout=600)

@@ -18,7 +18,7 @@ from interlace.pipeline import PruneConfig, prune
 def pruned(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "pruned"
     heal = HealConfig(lr=1e-3, batch_size=16, micro_batch_size=16)
-    config = PruneConfig(out=out, ratio=0.25, calib_samples=48, train_samples=64, heal=heal, eval_samples_per_task=20)
+    config = PruneConfig(out=out, ratio=0.25, method="interlace", calib_samples=48, train_samples=64, heal=heal, eval_samples_per_task=20)
     return out, prune(config, log=lambda *_: None)
 
 

@@ -23,7 +23,7 @@ from interlace.embedded import MODEL_DIR
 from interlace.heal import state as heal_state
 from test_cli_errors import POISON, assert_clean_failure, run
 
-TINY = ["--no-eval", "--calib-samples", "8", "--batch-size", "16", "--micro-batch-size", "16", "--threads", "1"]
+TINY = ["--method", "interlace", "--no-eval", "--calib-samples", "8", "--batch-size", "16", "--micro-batch-size", "16", "--threads", "1"]
 TWO_STEPS, FOUR_STEPS = ["--train-samples", "32"], ["--train-samples", "64"]
 
 

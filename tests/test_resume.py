@@ -20,7 +20,8 @@ from interlace.data import vqa
 from interlace.heal.loop import HealConfig, NonFiniteLossError, heal, load_checkpoint
 from interlace.loading import load_model
 
-ARGS = ["--no-eval", "--train-samples", "384", "--calib-samples", "24", "--batch-size", "16", "--micro-batch-size", "8", "--save-every", "2", "--threads", "1"]
+ARGS = ["--method", "interlace",  # one heal: the checkpoints and steps below are its own
+        "--no-eval", "--train-samples", "384", "--calib-samples", "24", "--batch-size", "16", "--micro-batch-size", "8", "--save-every", "2", "--threads", "1"]
 
 
 def prune_process(out: Path, *extra: str) -> subprocess.Popen:

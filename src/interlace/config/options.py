@@ -167,10 +167,13 @@ def heal_lr(parameters: int | None) -> float:
     return SMALL_MODEL_LR if parameters is not None and parameters < SMALL_MODEL_PARAMETERS else PAPER_LR
 
 
-# The method `prune` (and `demo`, `sweep`) runs without --method: INTERLACE, the paper's exact
-# method. The one place to change it when benchmarks/best_plan_study.py shows another leading on
-# every real model (docs/benchmarks.md).
-DEFAULT_METHOD = "interlace"
+# The method `prune` (and `demo`, `sweep`) runs without --method: the plan chooser, which measures
+# INTERLACE's plan and the baselines' (plain and with the fragile layers protected) and heals the
+# best. No fixed rule leads on every model: on SmolLM2-135M INTERLACE's own plan heals to about
+# twice ShortGPT's perplexity, and the order of the baselines differs on Gemma 3 270M
+# (docs/benchmarks.md, "Which plan heals best on real weights"; benchmarks/best_plan_study.py).
+# `--method interlace` runs the paper's exact method.
+DEFAULT_METHOD = "auto"
 
 
 @dataclass
@@ -182,7 +185,8 @@ class PruneConfig:
         out: output directory for the pruned checkpoint: new, empty, or an earlier result with
             overwrite; never the current, the model's or the data's directory.
         ratio: share of decoder layers to remove, K = floor(ratio * L).
-        method: selection method (see ``interlace methods``), or auto: the plan chooser.
+        method: selection method (see ``interlace methods``); auto, the default: the plan chooser
+            (every layer method's plan screened, the best three healed briefly, the best healed in full).
         protect: layers no method may drop, on top of those the architecture protects: a comma
             list of first:N, last:M and layer indices (e.g. first:4,last:2); empty: none (the paper).
         data: calibration and healing data: embedded, pydocs (real English text), a local

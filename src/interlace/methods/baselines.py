@@ -101,6 +101,8 @@ def random(scores: RedundancyScores, ratio: float, protected=(), seed: int = 0, 
     n, k = scores.num_layers, drop_budget(ratio, scores.num_layers)
     rng = np.random.default_rng(seed)
     allowed = [i for i in range(n) if i not in protected]
+    if k > len(allowed):
+        raise SelectionError(f"random cannot drop {k} of {n} layers with {n - len(allowed)} protected; lower --ratio")
     dropped = sorted(int(i) for i in rng.choice(allowed, size=k, replace=False))
     kept = [i for i in range(n) if i not in dropped]
     finetuned = sorted(int(i) for i in rng.choice(kept, size=min(k, len(kept)), replace=False))

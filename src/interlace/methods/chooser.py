@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -124,13 +125,22 @@ def choose(scores: RedundancyScores, ratio: float, protected=(), model=None, pro
     by_label = {c.label: c for c in candidates.values()}
     batches = loss_batches(model, processor, list(calib)[:SCREEN_SAMPLES])
     say(f"{len(plans)} plans, {len(by_label)} distinct; screening each on {min(len(calib), SCREEN_SAMPLES)} calibration rows")
+    dense_loss = mean_loss(model, batches)
+    if not math.isfinite(dense_loss):
+        from interlace.heal.loop import NonFiniteLossError
+
+        raise NonFiniteLossError(f"the dense model's calibration loss is {dense_loss} (NaN or inf weights, or an overflow in its dtype); "
+                                 "check the checkpoint, or load it in float32")
     for candidate in by_label.values():
         candidate.screen_loss = round(mean_loss(model, batches, candidate.dropped), 5)
         say(f"screen {candidate.label}: drop {candidate.dropped}, loss {candidate.screen_loss:.4f}")
+        if not math.isfinite(candidate.screen_loss):
+            candidate.screen_loss = None  # a cut whose loss overflows is no candidate: it ranks last
     screened = time.perf_counter()
 
     # Without healing data (prune --no-heal) the plan stays unhealed, so the unhealed loss decides.
-    finalists = shortlist({c.label: c.screen_loss for c in by_label.values()}, FINALISTS if train else 1)
+    screened_losses = {c.label: math.inf if c.screen_loss is None else c.screen_loss for c in by_label.values()}
+    finalists = shortlist(screened_losses, FINALISTS if train else 1)
     rows = brief_count(len(train), heal_config.batch_size) if train else 0
     brief = dataclasses.replace(heal_config, save_every=0) if train else None  # no checkpoints: a brief heal is redone, not resumed
     for label in finalists if train else ():

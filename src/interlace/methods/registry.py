@@ -158,7 +158,8 @@ def budget_problems(ratio: float, name: str, num_layers: int, protected: Collect
 
 def select_layers(name: str, scores: RedundancyScores, ratio: float, **kwargs) -> Plan:
     """Run a registered method on scores; kwargs: protected, use_final_state, seed, model, processor,
-    calib, state, and for ``auto`` train and heal_config.
+    calib, state, and for ``auto`` train and heal_config (no train: nothing is healed, and the
+    plan of lowest unhealed calibration loss is kept).
 
     Raises:
         SelectionError: K = floor(ratio x L) is 0 or leaves fewer than 2 layers, or the method's
@@ -171,8 +172,8 @@ def select_layers(name: str, scores: RedundancyScores, ratio: float, **kwargs) -
     method = get_method(name)
     if method.needs_model and (kwargs.get("model") is None or kwargs.get("processor") is None or not kwargs.get("calib")):
         raise ValueError(f"{name} runs the model: pass model=, processor= and calib= (calibration samples)")
-    if method.needs_train and (not kwargs.get("train") or kwargs.get("heal_config") is None):
-        raise ValueError(f"{name} heals candidate plans: pass train= (healing samples) and heal_config=")
+    if method.needs_train and kwargs.get("train") and kwargs.get("heal_config") is None:
+        raise ValueError(f"{name} heals candidate plans briefly: pass heal_config= with train= (without train=, the plan of lowest unhealed loss is kept)")
     if method.kind == "layers":
         check_budget(drop_budget(ratio, scores.num_layers), scores.num_layers)
     return method.select(scores, ratio, **kwargs)
