@@ -81,6 +81,34 @@ def test_fsdp_launch_on_cpu_is_refused_instead_of_healing_twice(tmp_path):
 
 
 @pytest.mark.slow
+def test_fsdp2_sharded_model_is_made_whole_for_evaluation_and_saving(tmp_path):
+    # What heal does after a sharded run (interlace.heal.gather), on a model torch's fully_shard
+    # sharded over gloo as accelerate's FSDP2 does on GPUs; without it the main process alone can
+    # neither run nor save the healed model (its parameters are DTensor shards).
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    script = Path(__file__).parent / "scripts" / "fsdp2_gather.py"
+    out = tmp_path / "gathered.json"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), str(out)],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["sharded_class"] == "FSDPLlamaForCausalLM" and report["class"] == "LlamaForCausalLM"
+    assert report["dtensors"] == 0 and report["trainable"] == 0 and report["keys_equal"] and report["tied"]
+    assert report["moved"] > 1e-4  # the trained layer changed, and the gathered weights are the one-process ones
+    assert report["max_diff"] <= 1e-6 and report["reference_diff"] <= 1e-5
+    assert report["reload_diff"] == 0.0 and report["max_new_tokens"] == 7
+
+
+def test_a_sharded_heal_refuses_what_it_cannot_keep():
+    from interlace.heal.loop import HealConfig, _sharded_problem
+
+    assert _sharded_problem(HealConfig(), None) is None
+    assert "LoRA" in _sharded_problem(HealConfig(method="lora"), None)
+    assert "--save-every 0" in _sharded_problem(HealConfig(save_every=4), None)
+    assert "--overwrite" in _sharded_problem(HealConfig(), {"step": 3})
+
+
+@pytest.mark.slow
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP through accelerate needs 2 CUDA devices")
 def test_fsdp_two_process_heal_matches_one_process(tmp_path):

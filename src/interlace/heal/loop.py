@@ -18,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from interlace.arch import get_arch
 from interlace.config.options import HealConfig
 from interlace.data.chat import IGNORE_INDEX
 from interlace.heal.data import StepDataset, packing_problem, resolve_workers, step_loader, step_order
+from interlace.heal.gather import is_sharded, whole_model
 from interlace.heal.losses import hidden_mse_sum, objective
 from interlace.heal.state import load_checkpoint, restore, save_checkpoint, snapshot, stop_on_signals
 from interlace.heal.teacher import capture_anchors, teacher_logits
@@ -44,6 +45,9 @@ __all__ = [
 class HealResult:
     """What a healing run did: its steps and samples, the loss and learning rate of every step, and
     the number of trained parameters (written to the manifest).
+
+    ``model`` is set only when training sharded the weights (FSDP, ZeRO-3): the healed model made
+    whole again (``interlace.heal.gather``), to evaluate and save instead of the sharded one.
 
     Throughput (this run's steps): ``step_seconds`` is the time in the step loop, of which
     ``data_wait_seconds`` waiting for the next step's batches; ``answer_tokens`` are the trained
@@ -64,9 +68,10 @@ class HealResult:
     answer_tokens: int = 0
     tokens: int = 0
     padding_tokens: int = 0
+    model: Any = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
 
 
 class HealInterrupted(RuntimeError):
@@ -245,6 +250,18 @@ def _accelerator(config: HealConfig) -> Any:
     return accelerator
 
 
+def _sharded_problem(config: HealConfig, checkpoint: dict | None) -> str | None:
+    """What a sharded heal (FSDP, ZeRO-3) of ``config`` would need that it does not do, if anything:
+    its checkpoints would hold shards and sharded optimizer state, so it keeps none."""
+    if config.method == "lora":
+        return "heal with LoRA (its adapters are merged after healing); heal the survivors whole (--heal-method full) or launch without FSDP/ZeRO-3"
+    if config.save_every:
+        return f"save resumable checkpoints (--save-every {config.save_every}); pass --save-every 0 or launch without FSDP/ZeRO-3"
+    if checkpoint:
+        return "resume a heal; rerun with --overwrite to start over"
+    return None
+
+
 def heal(
     model: Any,
     processor: Any,
@@ -260,7 +277,8 @@ def heal(
     """Train the given decoder layers of ``model`` in place on ``samples``.
 
     Args:
-        model: the (pruned) model; its weights are updated in place.
+        model: the (pruned) model; its weights are updated in place (when the launch shards them,
+            FSDP or ZeRO-3, the returned ``HealResult.model`` holds them whole instead).
         processor: the model's processor; chat template and tokenizer build inputs and labels.
         samples: FineVision-schema samples (one epoch, shuffled with ``config.seed``).
         layer_positions: decoder layer positions in ``model`` to train.
@@ -315,6 +333,9 @@ def heal(
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
     state = load_checkpoint(checkpoint_dir) if resume and checkpoint_dir else None
     start_step = state["step"] if state else 0
+    sharded = is_sharded(accelerator)
+    if sharded and (problem := _sharded_problem(config, state)):
+        raise ValueError(f"a sharded launch ({accelerator.distributed_type.value}) cannot {problem}")
     # The workers start now and encode the first steps while the optimizer, accelerate and the
     # teacher are set up, so the first step does not wait for a worker to start.
     dataset = StepDataset(processor, samples, order, config, accelerator.process_index, world)
@@ -336,7 +357,7 @@ def heal(
         result.skipped_samples = state["skipped"]
 
     def save(step: int) -> None:
-        if checkpoint_dir is None or not accelerator.is_main_process:
+        if checkpoint_dir is None or not accelerator.is_main_process or sharded:
             return
         record = {"losses": result.losses, "lrs": result.lrs, "skipped": result.skipped_samples, "config": asdict(config)}
         save_checkpoint(snapshot(step, accelerator.unwrap_model(model), optimizer, scheduler, **record), checkpoint_dir)
@@ -374,7 +395,7 @@ def heal(
                     save(step + 1)
                     raise HealInterrupted(
                         f"healing stopped by signal {stop.signal} after step {step + 1}/{steps_total}; "
-                        "state saved, rerun with --resume to continue"
+                        + ("a sharded launch saves no state: rerun from the start" if sharded else "state saved, rerun with --resume to continue")
                     )
     finally:
         batches = None  # drops the DataLoader iterator: its workers exit
@@ -384,6 +405,8 @@ def heal(
             unwrapped.gradient_checkpointing_disable()
     if config.method == "lora":
         unwrapped.merge_and_unload()  # writes W + BA into base_model's own modules
+    if sharded:  # every process gathers, and gets a whole model to evaluate and save
+        result.model = whole_model(unwrapped, accelerator.device)
     base_model.requires_grad_(False)
     base_model.eval()
     result.wall_seconds = round(time.perf_counter() - started, 2)
