@@ -38,12 +38,17 @@ EvalNOpt = Annotated[Optional[int], typer.Option(help="Items per task (default: 
 SHARED = ("data", "calib_samples", "train_samples", "eval_samples_per_task", "seed", "protect", "dtype", "deepstack")
 
 
-def _threads(threads: int) -> None:
-    check_threads(threads)  # before torch is imported: a huge thread count crashes the import of its pools
+def _start(threads: int, quiet: bool, json_path: Path | None) -> None:
+    """What every command does first: check --threads (before torch is imported: a huge thread
+    count crashes the import of its pools) and set it, silence the progress on --quiet, and refuse
+    an unwritable --json before any work."""
+    check_threads(threads)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+    PROGRESS.quiet = quiet
+    check_json_path(json_path)
 
 
 def _run_config(model: str | None, flags: dict, checks: dict, **fields) -> PruneConfig:
@@ -137,9 +142,7 @@ def eval_command(
     from interlace.data import sources
     from interlace.loading import ModelNotFoundError, is_vision_language, load_model
 
-    _threads(threads)
-    PROGRESS.quiet = quiet
-    check_json_path(json_path)
+    _start(threads, quiet, json_path)
     if batch_size is not None and batch_size < 1:
         fail(f"--batch-size must be >= 1, got {batch_size}")
     if harness not in ("builtin", "lmms-eval"):
@@ -324,9 +327,7 @@ def prune(
 
     from interlace.config import ConfigError, read_yaml, resolve_config
 
-    _threads(threads)
-    PROGRESS.quiet = quiet
-    check_json_path(json_path)
+    _start(threads, quiet, json_path)
     skip = {"ctx", "config", "json_path", "threads", "quiet", "target_retention", "target_speedup"}
     typed = {
         name: value
@@ -373,9 +374,7 @@ def compare(
     from interlace.compare import compare as run_compare
     from interlace.config import ConfigError
 
-    _threads(threads)
-    PROGRESS.quiet = quiet
-    check_json_path(json_path)
+    _start(threads, quiet, json_path)
     try:
         names = parse_methods(methods)
     except ValueError as error:
@@ -414,9 +413,7 @@ def sweep(
     from interlace.sweep import Session
     from interlace.sweep import sweep as run_sweep
 
-    _threads(threads)
-    PROGRESS.quiet = quiet
-    check_json_path(json_path)
+    _start(threads, quiet, json_path)
     try:
         values = [float(r) for r in ratios.split(",") if r.strip()]
     except ValueError:
@@ -455,9 +452,7 @@ def demo(
 ) -> None:
     """Prune 25% of the embedded model with INTERLACE (the paper's method), heal, and print the before/after table."""
 
-    _threads(threads)
-    PROGRESS.quiet = quiet
-    check_json_path(json_path)
+    _start(threads, quiet, json_path)
     # The paper's method, not prune's default (auto): the demo shows INTERLACE itself, in under a
     # minute; `interlace prune` without --method measures every method's plan instead.
     report = _run_prune(PruneConfig(out=out, ratio=0.25, method="interlace", overwrite=overwrite))

@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from interlace.config.options import is_embedded
+
 
 def retention(reference: float | None, value: float | None, lower_is_better: bool = False) -> float | None:
     """How much of ``reference`` a result keeps: value / reference, or for a metric where lower is
@@ -164,7 +166,7 @@ def suite_for(config: Any, model: str | None, data: str) -> Suite | None:
 
     if not is_vision_language(config):
         return TEXT
-    if model in (None, "embedded") or data.startswith("embedded"):
+    if is_embedded(model) or data.startswith("embedded"):
         return VQA
     return None
 
@@ -175,7 +177,7 @@ def default_data(model: str | None) -> str:
     from interlace.data import realtext
     from interlace.loading import is_vision_language, read_config, resolve
 
-    if model in (None, "embedded"):
+    if is_embedded(model):
         return "embedded"
     try:
         config = read_config(resolve(model))  # never prompts: validation refuses remote code
