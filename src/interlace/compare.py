@@ -140,8 +140,7 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
     from interlace.files import write_atomic
     from interlace.heal.loop import heal
     from interlace.loading import load_model
-    from interlace.speed.bench import quick_speedup
-    from interlace.stages import calibrate, pruned_copy, select
+    from interlace.stages import calibrate
 
     heal_config = run.heal or default_heal(run.model, run.seed)
     out = Path(run.out)
@@ -198,54 +197,17 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
         del reference
     log(f"dense-FT: {suite.headline(dense_ft)}")
 
-    # SLEB's plan is expensive: sleb and sleb-ft share it, also across a resume
-    plans: dict[str, Any] = {name.removesuffix("-ft"): Plan.from_json(row["plan"]) for name, row in done.items() if "plan" in row}
-    speedups: dict[int, float | None] = {0: 1.0}
+    plans = {name.removesuffix("-ft"): Plan.from_json(row["plan"]) for name, row in done.items() if "plan" in row}
+    rows_of = _MethodRows(config, heal_config, dense_model, processor, arch, scores, calib, train, suite, dense, dense_ft, log, plans)
     entries: dict[str, Entry] = {}
     for name in config.methods:
         if name in done:
-            entries[name] = Entry(**done[name]["entry"])
-            if get_method(name.removesuffix("-ft")).kind != "sparsity":  # timings are per depth
-                speedups.setdefault(entries[name].layers_removed, entries[name].speedup)
-            log(f"{name}: saved row ({suite.headline(done[name]['result'])})")
+            entries[name] = rows_of.saved(name, done[name])
             continue
-        started = time.perf_counter()
-        base = name.removesuffix("-ft")
-        method = get_method(base)
-        healed = name.endswith("-ft") or method.heals_by_definition
-        log(f"{name}: selecting")
-        if base not in plans:
-            plans[base] = select(
-                base, scores, run.ratio, arch, model=dense_model, processor=processor, calib=calib, seed=run.seed,
-                use_final_state=run.use_final_state, protect=run.protect, train=train, heal_config=heal_config,
-            )  # fmt: skip
-        plan = plans[base]
-        if healed and plan.finetuned:
-            log(f"{name}: healing layers {plan.finetuned}")
-        model = pruned_copy(dense_model, processor, plan, train if healed else None, heal_config, calib, run.deepstack)
-        result = evaluate(model, name)
-        removed = len(plan.dropped)
-        # one timing per depth; each sparsity method is timed itself (its depth is the dense one)
-        key = -1 if method.kind == "sparsity" else removed
-        if key not in speedups or key == -1:
-            speedups[key] = quick_speedup(dense_model, model, processor) if config.bench else None
-        entries[name] = Entry(
-            method=name,
-            overall=result["overall"],
-            tasks=result["tasks"],
-            retention=suite.retention(dense, result),
-            retention_vs_dense_ft=suite.retention(dense_ft, result),
-            perplexity=result.get("perplexity"),
-            layers_removed=removed,
-            healed=healed and method.kind != "sparsity",
-            speedup=speedups[key],
-            dropped=plan.dropped,
-            finetuned=plan.finetuned if healed else [],
-            wall_seconds=round(time.perf_counter() - started, 1),
-        )
-        finished(name, {"entry": asdict(entries[name]), "result": result, "plan": plan.to_json()})
-        log(f"{name}: {suite.headline(result)} (retention {format_retention(entries[name].retention)}, dropped {plan.dropped})")
-        del model
+        entry, result, plan = rows_of.run(name)
+        entries[name] = entry
+        finished(name, {"entry": asdict(entry), "result": result, "plan": plan.to_json()})
+        log(f"{name}: {suite.headline(result)} (retention {format_retention(entry.retention)}, dropped {plan.dropped})")
 
     report = {
         "model": run.model or "embedded",
@@ -262,6 +224,76 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
     (out / "compare.md").write_text(markdown_table(report))
     plot_comparison(report, out / "compare.png")
     return report
+
+
+@dataclass
+class _MethodRows:
+    """The methods' rows of one comparison: each selects its plan (a method and its -ft row share
+    it, also across a resume: SLEB's is expensive), cuts a copy of the dense model, heals it when
+    the row heals, evaluates it, and is timed once per depth (each sparsity method on its own)."""
+
+    config: CompareConfig
+    heal_config: HealConfig
+    dense_model: Any
+    processor: Any
+    arch: Any
+    scores: Any
+    calib: list
+    train: list
+    suite: Any
+    dense: dict
+    dense_ft: dict
+    log: Any
+    plans: dict[str, Any] = field(default_factory=dict)
+    speedups: dict[int, float | None] = field(default_factory=lambda: {0: 1.0})
+
+    def saved(self, name: str, row: dict) -> Entry:
+        """A row saved before a resume; its plan and timing serve the rows still to run."""
+        entry = Entry(**row["entry"])
+        if get_method(name.removesuffix("-ft")).kind != "sparsity":  # timings are per depth
+            self.speedups.setdefault(entry.layers_removed, entry.speedup)
+        self.log(f"{name}: saved row ({self.suite.headline(row['result'])})")
+        return entry
+
+    def run(self, name: str) -> tuple[Entry, dict, Plan]:
+        from interlace.speed.bench import quick_speedup
+        from interlace.stages import pruned_copy, select
+
+        started = time.perf_counter()
+        run = self.config.run
+        base = name.removesuffix("-ft")
+        method = get_method(base)
+        healed = name.endswith("-ft") or method.heals_by_definition
+        self.log(f"{name}: selecting")
+        if base not in self.plans:
+            self.plans[base] = select(
+                base, self.scores, run.ratio, self.arch, model=self.dense_model, processor=self.processor, calib=self.calib, seed=run.seed,
+                use_final_state=run.use_final_state, protect=run.protect, train=self.train, heal_config=self.heal_config,
+            )  # fmt: skip
+        plan = self.plans[base]
+        if healed and plan.finetuned:
+            self.log(f"{name}: healing layers {plan.finetuned}")
+        model = pruned_copy(self.dense_model, self.processor, plan, self.train if healed else None, self.heal_config, self.calib, run.deepstack)
+        result = self.suite.evaluate(model, self.processor, run.eval_samples_per_task, description=name)
+        removed = len(plan.dropped)
+        key = -1 if method.kind == "sparsity" else removed
+        if key not in self.speedups or key == -1:
+            self.speedups[key] = quick_speedup(self.dense_model, model, self.processor) if self.config.bench else None
+        entry = Entry(
+            method=name,
+            overall=result["overall"],
+            tasks=result["tasks"],
+            retention=self.suite.retention(self.dense, result),
+            retention_vs_dense_ft=self.suite.retention(self.dense_ft, result),
+            perplexity=result.get("perplexity"),
+            layers_removed=removed,
+            healed=healed and method.kind != "sparsity",
+            speedup=self.speedups[key],
+            dropped=plan.dropped,
+            finetuned=plan.finetuned if healed else [],
+            wall_seconds=round(time.perf_counter() - started, 1),
+        )
+        return entry, result, plan
 
 
 def saved_row_count(out: Path) -> int:
