@@ -223,7 +223,7 @@ def test_every_layer_method_has_a_paper_a_heal_rule_and_a_compare_row():
 
     for name, method in METHODS.items():
         assert method.paper.startswith("https://") and method.heals and method.description
-        if method.kind == "layers" and name != "auto":  # auto chooses among these rows' plans
+        if method.kind == "layers":
             assert (name if method.heals_by_definition else f"{name}-ft") in ALL, name
     assert "2411.15558" in METHODS["reverse"].paper and "2403.17887" in METHODS["deepest-block"].paper
     assert METHODS["auto"].needs_train and METHODS["auto"].heals_by_definition

@@ -31,13 +31,12 @@ from interlace.methods import METHODS, Plan, get_method
 
 
 def all_methods() -> tuple[str, ...]:
-    """Every registered method but the plan chooser, in the order of the paper's main table: the
-    methods that heal by definition (INTERLACE, its ablations), each training-free baseline beside
-    its -FT variant, then the 2:4 sparsity methods (they remove no layer: nothing to heal)."""
+    """Every registered method in the order of the paper's main table: the methods that heal by
+    definition (INTERLACE, its ablations), each training-free baseline beside its -FT variant, the
+    2:4 sparsity methods (they remove no layer: nothing to heal), and last the plan chooser
+    (prune's default), which reuses the row of the plan it chooses (``_MethodRows.run``)."""
     names = []
-    for method in sorted(METHODS.values(), key=lambda m: (m.kind == "sparsity", not m.heals_by_definition)):
-        if method.family == "chooser":  # `auto` picks among the others; its row would repeat one
-            continue
+    for method in sorted(METHODS.values(), key=lambda m: (m.family == "chooser", m.kind == "sparsity", not m.heals_by_definition)):
         plain = method.heals_by_definition or method.kind == "sparsity"
         names += [method.name] if plain else [method.name, f"{method.name}-ft"]
     return tuple(names)
@@ -115,6 +114,7 @@ class Entry:
     dropped: list[int] = field(default_factory=list)
     finetuned: list[int] = field(default_factory=list)
     wall_seconds: float = 0.0
+    chose: str | None = None  # the plan chooser's row: the candidate it chose
 
 
 def compare(config: CompareConfig, log=print) -> dict[str, Any]:
@@ -217,7 +217,8 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
         "metric": suite.metric,
         "dense": dense,
         "dense_ft": dense_ft,
-        "methods": {name: asdict(entry) for name, entry in entries.items()},
+        # prune's default (the chooser) heads the table; it runs last, to reuse the row it chooses
+        "methods": {name: asdict(entries[name]) for name in sorted(entries, key=lambda n: entries[n].chose is None)},
         "heal": asdict(heal_config),
     }
     (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -246,12 +247,15 @@ class _MethodRows:
     log: Any
     plans: dict[str, Any] = field(default_factory=dict)
     speedups: dict[int, float | None] = field(default_factory=lambda: {0: 1.0})
+    healed: dict[tuple, tuple[str, dict]] = field(default_factory=dict)  # a healed row's plan -> (row, result)
 
     def saved(self, name: str, row: dict) -> Entry:
-        """A row saved before a resume; its plan and timing serve the rows still to run."""
+        """A row saved before a resume; its plan, result and timing serve the rows still to run."""
         entry = Entry(**row["entry"])
         if get_method(name.removesuffix("-ft")).kind != "sparsity":  # timings are per depth
             self.speedups.setdefault(entry.layers_removed, entry.speedup)
+        if entry.healed:
+            self.healed.setdefault(_healing_key(Plan.from_json(row["plan"])), (name, row["result"]))
         self.log(f"{name}: saved row ({self.suite.headline(row['result'])})")
         return entry
 
@@ -271,14 +275,21 @@ class _MethodRows:
                 use_final_state=run.use_final_state, protect=run.protect, train=self.train, heal_config=self.heal_config,
             )  # fmt: skip
         plan = self.plans[base]
-        if healed and plan.finetuned:
-            self.log(f"{name}: healing layers {plan.finetuned}")
-        model = pruned_copy(self.dense_model, self.processor, plan, self.train if healed else None, self.heal_config, self.calib, run.deepstack)
-        result = self.suite.evaluate(model, self.processor, run.eval_samples_per_task, description=name)
         removed = len(plan.dropped)
         key = -1 if method.kind == "sparsity" else removed
-        if key not in self.speedups or key == -1:
-            self.speedups[key] = quick_speedup(self.dense_model, model, self.processor) if self.config.bench else None
+        same = self.healed.get(_healing_key(plan)) if method.family == "chooser" else None
+        if same:  # the chosen plan, healed the same way, is a finished row: healing is deterministic
+            self.log(f"{name}: chose {plan.choice['chosen']}, the plan and healing of row {same[0]}: its result")
+            result = same[1]
+        else:
+            if healed and plan.finetuned:
+                self.log(f"{name}: healing layers {plan.finetuned}")
+            model = pruned_copy(self.dense_model, self.processor, plan, self.train if healed else None, self.heal_config, self.calib, run.deepstack)
+            result = self.suite.evaluate(model, self.processor, run.eval_samples_per_task, description=name)
+            if key not in self.speedups or key == -1:
+                self.speedups[key] = quick_speedup(self.dense_model, model, self.processor) if self.config.bench else None
+            if healed and method.kind != "sparsity":
+                self.healed.setdefault(_healing_key(plan), (name, result))
         entry = Entry(
             method=name,
             overall=result["overall"],
@@ -292,8 +303,14 @@ class _MethodRows:
             dropped=plan.dropped,
             finetuned=plan.finetuned if healed else [],
             wall_seconds=round(time.perf_counter() - started, 1),
+            chose=plan.choice["chosen"] if plan.choice else None,
         )
         return entry, result, plan
+
+
+def _healing_key(plan: Plan) -> tuple:
+    """What a healed row's result depends on besides the run's options: the cut and what heals."""
+    return tuple(plan.dropped), tuple(plan.finetuned), tuple(plan.anchors)
 
 
 def saved_row_count(out: Path) -> int:
@@ -375,7 +392,8 @@ def markdown_table(report: dict) -> str:
         removed = f"{entry['layers_removed']} layers {entry['dropped']}" if entry["layers_removed"] else "50% of weights (2:4)"
         speed = f"{entry['speedup']:.2f}x" if entry["speedup"] else "-"
         retentions = [format_retention(entry["retention"]), format_retention(entry["retention_vs_dense_ft"])]
-        rows.append([name, removed, "yes" if entry["healed"] else "no", *cells(entry), *retentions, speed])
+        label = f"{name} (chose {entry['chose']})" if entry.get("chose") else name
+        rows.append([label, removed, "yes" if entry["healed"] else "no", *cells(entry), *retentions, speed])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     title = f"{report['model']}: {report['num_layers']} decoder layers, ratio {report['ratio']}\n\n"
