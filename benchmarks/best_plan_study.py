@@ -73,6 +73,11 @@ def parse_row(row: str) -> tuple[str, bool, bool]:
     return base.removesuffix("-ft"), base.endswith("-ft"), protect
 
 
+def row_file(out: Path, row: str) -> Path:
+    """Where a finished row is kept, by its whole name: ``interlace@lr1e-3`` never replaces ``interlace``."""
+    return out / f"row-{row}.json"
+
+
 def parse_variant(row: str) -> tuple[str, dict]:
     """'<row>[@change...]' -> (the row, the changes of a controlled experiment or a seed).
 
@@ -260,7 +265,7 @@ def main() -> None:
     if saved.is_file() and json.loads(saved.read_text()) != settings:
         raise SystemExit(f"{out} holds rows run under other settings ({saved}); pass those or another --out")
     write_atomic(saved, json.dumps(settings, indent=2))
-    todo = [r for r in rows if not (out / f"row-{r}.json").is_file()]
+    todo = [r for r in rows if not row_file(out, r).is_file()]
     print(f"{len(rows) - len(todo)} of {len(rows)} rows done in {out}; to run: {', '.join(todo) or 'none'}", flush=True)
     if not todo:
         (out / "table.md").write_text(table(out, settings))
@@ -300,7 +305,7 @@ def run_row(row: str, out: Path, settings: dict, model, tokenizer, arch, scores,
     started = time.perf_counter()
     print(f"{row}: started", flush=True)
     record: dict = {"row": row}
-    row, changes = parse_variant(row)
+    name, (row, changes) = row, parse_variant(row)  # row: the method's row; name: this row (row_file)
     if changes:
         budget = changes.pop("budget", 1)
         if budget > 1:
@@ -330,10 +335,10 @@ def run_row(row: str, out: Path, settings: dict, model, tokenizer, arch, scores,
     done = time.perf_counter()
     record["seconds"] = {"select": round(selected - started, 1), "heal": round(healed - selected, 1),
                          "evaluate": round(done - healed, 1), "total": round(done - started, 1)}
-    write_atomic(out / f"row-{row}.json", json.dumps(record, indent=1))
+    write_atomic(row_file(out, name), json.dumps(record, indent=1))
     (out / "table.md").write_text(table(out, settings))
     profile_plot(out, out / "profile.png")
-    print(f"{row}: perplexity {record['perplexity']:.2f} [{record['ci95'][0]:.2f}, {record['ci95'][1]:.2f}] "
+    print(f"{name}: perplexity {record['perplexity']:.2f} [{record['ci95'][0]:.2f}, {record['ci95'][1]:.2f}] "
           f"in {record['seconds']['total']:.0f}s ({record['seconds']})", flush=True)
 
 

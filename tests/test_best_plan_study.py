@@ -52,3 +52,18 @@ def test_row_variants_name_the_controlled_experiments():
     for bad in ("interlace@fast", "interlace@x0", "interlace@seed"):
         with pytest.raises(ValueError, match="unknown change"):
             study.parse_variant(bad)
+
+
+def test_a_variant_row_is_kept_beside_its_row_not_over_it(tmp_path, monkeypatch):
+    import json
+
+    from interlace.config import HealConfig
+
+    monkeypatch.setattr(study, "measure", lambda *held: {"perplexity": 10.0, "ci95": [9.0, 11.0]})
+    monkeypatch.setattr(study, "table", lambda out, settings: "")
+    monkeypatch.setattr(study, "profile_plot", lambda out, path: None)
+    study.row_file(tmp_path, "dense").write_text('{"row": "dense"}')
+    study.run_row("dense@seed1", tmp_path, {}, None, None, None, None, None, [], HealConfig(), ((), (), ()), "")
+    assert json.loads(study.row_file(tmp_path, "dense").read_text()) == {"row": "dense"}
+    variant = json.loads(study.row_file(tmp_path, "dense@seed1").read_text())
+    assert variant["row"] == "dense@seed1" and variant["changes"]["seed"] == 1
