@@ -550,6 +550,18 @@ def test_compare_and_sweep_check_their_inputs_at_once(tmp_path):
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.parametrize("methods, message", [
+    ("interlace-ft", "interlace heals by definition; use interlace"),
+    ("auto-ft", "auto heals by definition; use auto"),
+    ("wanda-2:4-ft", "wanda-2:4 removes no layer, so nothing heals; use wanda-2:4"),
+    ("shortgpt,angular,shortgpt", "shortgpt named twice"),
+])
+def test_compare_refuses_a_row_that_would_repeat_another(tmp_path, methods, message):
+    result = run("compare", "--methods", methods, "--out", str(tmp_path / "report"))
+    assert_clean_failure(result, message)
+    assert not (tmp_path / "report").exists()
+
+
 def test_generated_healing_flag_is_validated(tmp_path):
     """A healing field exposed by the generated flags (not hand-written before) is range-checked."""
     out = tmp_path / "out"

@@ -97,6 +97,14 @@ def parse_methods(text: str) -> tuple[str, ...]:
     bad = [n for n in names if n.removesuffix("-ft") not in METHODS]
     if not names or bad:
         raise ValueError(f"--methods: unknown {', '.join(bad) or '(empty)'}; use 'all' or names from `interlace methods`, optionally with -ft")
+    for name in names:
+        method = METHODS[name.removesuffix("-ft")]
+        if name.endswith("-ft") and (method.heals_by_definition or method.kind == "sparsity"):
+            why = "heals by definition" if method.heals_by_definition else "removes no layer, so nothing heals"
+            raise ValueError(f"--methods: {name}: -ft adds healing to a training-free layer baseline, and {method.name} {why}; use {method.name}")
+    if len(set(names)) < len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"--methods: {', '.join(twice)} named twice; name each row once")
     return names
 
 
