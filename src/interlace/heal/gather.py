@@ -36,15 +36,14 @@ def whole_state(model: Any) -> dict[str, torch.Tensor]:
     whole = {}
     for name, value in model.state_dict(keep_vars=True).items():
         if hasattr(value, "full_tensor"):  # an FSDP2 shard (torch.distributed.tensor.DTensor)
-            tensor = value.full_tensor()
-        elif hasattr(value, "ds_id"):  # a ZeRO-3 partition: deepspeed.zero.GatheredParameters gathers it
+            whole[name] = value.full_tensor().detach().cpu()  # a fresh gathered tensor: one copy, to the CPU
+        elif hasattr(value, "ds_id"):  # a ZeRO-3 partition: whole only inside GatheredParameters
             import deepspeed
 
             with deepspeed.zero.GatheredParameters([value]):
-                tensor = value.data.detach().clone()
-        else:
-            tensor = value
-        whole[name] = tensor.detach().to("cpu", copy=True)
+                whole[name] = value.data.detach().to("cpu", copy=True)
+        else:  # a whole tensor the trained model keeps: copied, so the two never share storage
+            whole[name] = value.detach().to("cpu", copy=True)
     return whole
 
 
