@@ -11,8 +11,9 @@ interval over passages, and the continuation and cloze tasks.
 
 Resumable: each finished row is one JSON file in ``--out``, written atomically; a rerun skips
 the rows there (and refuses a directory made under other settings), SLEB's removal steps are
-saved as they finish, and the table is rewritten after every row. One torch thread by default,
-so the study shares a machine politely:
+saved as they finish, and the table is rewritten after every row. Several processes may share
+one ``--out`` (each row is locked while it runs; the next process takes the next free row). One
+torch thread by default, so the study shares a machine politely:
 
     nohup nice -n 10 .venv/bin/python benchmarks/best_plan_study.py --model smollm2 \\
         --out docs/study/smollm2 > docs/study/smollm2.log 2>&1 &
@@ -30,6 +31,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -76,6 +78,22 @@ def parse_row(row: str) -> tuple[str, bool, bool]:
 def row_file(out: Path, row: str) -> Path:
     """Where a finished row is kept, by its whole name: ``interlace@lr1e-3`` never replaces ``interlace``."""
     return out / f"row-{row}.json"
+
+
+def claim_row(out: Path, row: str) -> IO | None:
+    """An exclusive lock on one unfinished row, held while the returned file is open; None when
+    another process holds it or the row is finished. Several processes can thus share one study
+    directory (one per core), each taking the next row nobody has."""
+    handle = (out / f".lock-{row}").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    if row_file(out, row).is_file():  # finished by another process since this one listed its rows
+        handle.close()
+        return None
+    return handle
 
 
 def parse_variant(row: str) -> tuple[str, dict]:
@@ -252,15 +270,10 @@ def main() -> None:
     }
     out = args.out
     if args.report:
-        (out / "table.md").write_text(table(out, json.loads((out / "settings.json").read_text())))
+        write_atomic(out / "table.md", table(out, json.loads((out / "settings.json").read_text())))
         profile_plot(out, out / "profile.png")
         return
     out.mkdir(parents=True, exist_ok=True)
-    lock = (out / ".lock").open("w")
-    try:  # two studies on one directory would run the same rows twice; held until the process ends
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise SystemExit(f"another study is running on {out}; let it finish or stop it first") from None
     saved = out / "settings.json"
     if saved.is_file() and json.loads(saved.read_text()) != settings:
         raise SystemExit(f"{out} holds rows run under other settings ({saved}); pass those or another --out")
@@ -268,7 +281,7 @@ def main() -> None:
     todo = [r for r in rows if not row_file(out, r).is_file()]
     print(f"{len(rows) - len(todo)} of {len(rows)} rows done in {out}; to run: {', '.join(todo) or 'none'}", flush=True)
     if not todo:
-        (out / "table.md").write_text(table(out, settings))
+        write_atomic(out / "table.md", table(out, settings))
         return
 
     model, tokenizer = load_model(args.model)
@@ -287,11 +300,17 @@ def main() -> None:
 
     failed = []
     for row in todo:
+        claim = claim_row(out, row)
+        if claim is None:
+            print(f"{row}: finished or running in another process, skipped", flush=True)
+            continue
         try:
             run_row(row, out, settings, model, tokenizer, arch, scores, calib, train, heal_config, (passages, cloze, choice), fragile)
         except Exception:  # an unattended study goes on with the other rows; a rerun retries this one
             traceback.print_exc()
             failed.append(row)
+        finally:
+            claim.close()
     if failed:
         raise SystemExit(f"rows that failed (tracebacks above; rerun to retry them): {', '.join(failed)}")
 
@@ -336,7 +355,7 @@ def run_row(row: str, out: Path, settings: dict, model, tokenizer, arch, scores,
     record["seconds"] = {"select": round(selected - started, 1), "heal": round(healed - selected, 1),
                          "evaluate": round(done - healed, 1), "total": round(done - started, 1)}
     write_atomic(row_file(out, name), json.dumps(record, indent=1))
-    (out / "table.md").write_text(table(out, settings))
+    write_atomic(out / "table.md", table(out, settings))
     profile_plot(out, out / "profile.png")
     print(f"{name}: perplexity {record['perplexity']:.2f} [{record['ci95'][0]:.2f}, {record['ci95'][1]:.2f}] "
           f"in {record['seconds']['total']:.0f}s ({record['seconds']})", flush=True)

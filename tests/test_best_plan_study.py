@@ -67,3 +67,16 @@ def test_a_variant_row_is_kept_beside_its_row_not_over_it(tmp_path, monkeypatch)
     assert json.loads(study.row_file(tmp_path, "dense").read_text()) == {"row": "dense"}
     variant = json.loads(study.row_file(tmp_path, "dense@seed1").read_text())
     assert variant["row"] == "dense@seed1" and variant["changes"]["seed"] == 1
+
+
+def test_a_row_runs_in_one_process_at_a_time_and_never_again_once_finished(tmp_path):
+    first = study.claim_row(tmp_path, "shortgpt-ft")
+    assert first is not None
+    assert study.claim_row(tmp_path, "shortgpt-ft") is None  # flock on a second descriptor, as another process
+    other = study.claim_row(tmp_path, "angular-ft")  # another row is free
+    assert other is not None
+    other.close()
+    study.row_file(tmp_path, "shortgpt-ft").write_text('{"row": "shortgpt-ft"}')
+    first.close()
+    assert study.claim_row(tmp_path, "shortgpt-ft") is None  # finished meanwhile
+    assert study.claim_row(tmp_path, "angular-ft") is not None  # released when its holder closed it
