@@ -250,7 +250,7 @@ def main() -> None:
     from interlace.arch import get_arch
     from interlace.calibration import load_scores, save_scores
     from interlace.data import sources
-    from interlace.heal.loop import HealConfig
+    from interlace.heal.loop import HealConfig, HealInterrupted
     from interlace.loading import load_model
     from interlace.methods import METHODS
     from interlace.methods.protect import fragile_layers
@@ -306,6 +306,8 @@ def main() -> None:
             continue
         try:
             run_row(row, out, settings, model, tokenizer, arch, scores, calib, train, heal_config, (passages, cloze, choice), fragile)
+        except HealInterrupted:  # SIGTERM or Ctrl-C: the study stops, it does not go on to the next row
+            raise SystemExit(f"{row}: interrupted; rerun the same command to go on") from None
         except Exception:  # an unattended study goes on with the other rows; a rerun retries this one
             traceback.print_exc()
             failed.append(row)
