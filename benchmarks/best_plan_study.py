@@ -336,11 +336,11 @@ def run_row(row: str, out: Path, settings: dict, model, tokenizer, arch, scores,
         heal_config = dataclasses.replace(heal_config, **changes)
         record["changes"] = {**changes, "budget": budget, "steps": len(train) // heal_config.batch_size}
     if row in ("dense", "dense-ft"):
-        pruned = model
+        pruned, selected = model, time.perf_counter()
         if row == "dense-ft":
             pruned = copy.deepcopy(model)
             heal(pruned, tokenizer, train, list(range(len(arch.layers))), heal_config, progress=False)
-        selected = healed = time.perf_counter()
+        healed = time.perf_counter()
     else:
         method, ft, protect = parse_row(row)
         plan = select(method, scores, settings["ratio"], arch, model=model, processor=tokenizer, calib=calib, seed=settings["seed"],
