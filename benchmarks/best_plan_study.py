@@ -187,7 +187,25 @@ def table(out: Path, settings: dict) -> str:
             f"| {name} | {r.get('dropped', '-')} | {r.get('finetuned', '-')} | {r['perplexity']:.2f} | "
             f"{r['ci95'][0]:.2f}-{r['ci95'][1]:.2f} | {retention} | {r['continuation']:.3f} | {r['cloze']:.3f} | {r['seconds']['total']:.0f} |"
         )
+    seeds = seed_spread(rows, settings["seed"])
+    if seeds:
+        lines += ["", f"Healing seeds (same plan and data; seed {settings['seed']} is the row itself):", "",
+                  "| row | perplexity by seed | mean | spread (max - min) |", "|---|---|---|---|"]
+        lines += [f"| {name} | {', '.join(f'{seed}: {ppl:.2f}' for seed, ppl in by_seed.items())} | "
+                  f"{sum(by_seed.values()) / len(by_seed):.2f} | {max(by_seed.values()) - min(by_seed.values()):.2f} |"
+                  for name, by_seed in ((name, seeds[name]) for name in order if name in seeds)]
     return "\n".join(lines) + "\n"
+
+
+def seed_spread(rows: dict[str, dict], study_seed: int) -> dict[str, dict[int, float]]:
+    """{row: {seed: perplexity}} for each row run under more than one healing seed and no other
+    change: the row itself is ``study_seed``, ``<row>@seed<k>`` seed k."""
+    seeds: dict[str, dict[int, float]] = {}
+    for name, record in rows.items():
+        base, changes = parse_variant(name)
+        if set(changes) == {"seed"} and base in rows:
+            seeds.setdefault(base, {study_seed: rows[base]["perplexity"]})[changes["seed"]] = record["perplexity"]
+    return {name: dict(sorted(by_seed.items())) for name, by_seed in seeds.items()}
 
 
 def profile_plot(out: Path, path: Path) -> None:

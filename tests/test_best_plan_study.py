@@ -80,3 +80,10 @@ def test_a_row_runs_in_one_process_at_a_time_and_never_again_once_finished(tmp_p
     first.close()
     assert study.claim_row(tmp_path, "shortgpt-ft") is None  # finished meanwhile
     assert study.claim_row(tmp_path, "angular-ft") is not None  # released when its holder closed it
+
+
+def test_the_table_gathers_each_rows_healing_seeds():
+    rows = {"angular-ft": {"perplexity": 35.6}, "angular-ft@seed1": {"perplexity": 35.7}, "angular-ft@seed2": {"perplexity": 35.9},
+            "interlace@lr1e-3": {"perplexity": 47.5}, "interlace@seed1@lr1e-3": {"perplexity": 47.0}, "random@seed1": {"perplexity": 90.0}}
+    # a seed of a controlled experiment is not a seed of its row; a seed without its row has nothing to compare with
+    assert study.seed_spread(rows, study_seed=0) == {"angular-ft": {0: 35.6, 1: 35.7, 2: 35.9}}
