@@ -69,6 +69,26 @@ def bootstrap_ppl(nll: Sequence[float], tokens: Sequence[int], resamples: int = 
     return float(math.exp(nll.sum() / tokens.sum())), float(low), float(high)
 
 
+def paired_ratio(nll_a: Sequence[float], nll_b: Sequence[float], tokens: Sequence[int], resamples: int = 2000,
+                 level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """Perplexity of model a over that of model b on the same passages, with a paired percentile
+    bootstrap interval: each draw resamples passages once for both models, so what the passages
+    share (a hard passage is hard for both) cancels and the interval is that of the difference.
+
+    Returns:
+        (ratio, low, high); an interval that holds 1 does not separate the two models.
+    """
+    a, b = np.asarray(nll_a, dtype=np.float64), np.asarray(nll_b, dtype=np.float64)
+    count = np.asarray(tokens, dtype=np.float64)
+    if not a.shape == b.shape == count.shape or a.ndim != 1 or len(a) < 2 or (count <= 0).any():
+        raise ValueError("need two or more passages, each with a positive token count and one nll per model")
+    draws = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))  # (R, N) passage indices
+    ratios = np.exp((a[draws].sum(1) - b[draws].sum(1)) / count[draws].sum(1))  # (R,)
+    tail = (1 - level) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail])
+    return float(math.exp((a.sum() - b.sum()) / count.sum())), float(low), float(high)
+
+
 def parse_row(row: str) -> tuple[str, bool, bool]:
     """'<method>[-ft][+protect]' -> (method, heal a training-free method, protect the fragile layers)."""
     base, protect = row.removesuffix("+protect"), row.endswith("+protect")
@@ -171,21 +191,28 @@ def table(out: Path, settings: dict) -> str:
     rows = {json.loads(p.read_text())["row"]: json.loads(p.read_text()) for p in out.glob("row-*.json")}
     order = [r for r in ROWS if r in rows] + sorted(set(rows) - set(ROWS))
     dense = rows.get("dense", {}).get("perplexity")
+    pruned = [name for name in order if name not in ("dense", "dense-ft")]
+    best = min(pruned, key=lambda name: rows[name]["perplexity"]) if pruned else None
     lines = [
         f"{settings['model']}: ratio {settings['ratio']}, healing {settings['train']} pydocs passages "
         f"({settings['steps']} AdamW steps of {settings['batch_size']}, lr {settings['lr']}, cosine, 3% warmup); "
         f"held-out perplexity over >= {settings['min_tokens']} tokens with 95% bootstrap intervals over passages; "
         f"{settings['items']} cloze and continuation items.",
         "",
-        "| row | dropped | healed | perplexity | 95% interval | retention vs dense | continuation | cloze | wall s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| row | dropped | healed | perplexity | 95% interval | retention vs dense | / {best} [paired 95%] | continuation | cloze | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in order:
         r = rows[name]
         retention = f"{dense / r['perplexity']:.3f}" if dense else "-"
+        versus = "-"
+        if best is not None and name != best and r["passage_tokens"] == rows[best]["passage_tokens"]:
+            ratio, low, high = paired_ratio(r["passage_nll"], rows[best]["passage_nll"], r["passage_tokens"])
+            versus = f"{ratio:.3f} [{low:.3f}-{high:.3f}]"
         lines.append(
             f"| {name} | {r.get('dropped', '-')} | {r.get('finetuned', '-')} | {r['perplexity']:.2f} | "
-            f"{r['ci95'][0]:.2f}-{r['ci95'][1]:.2f} | {retention} | {r['continuation']:.3f} | {r['cloze']:.3f} | {r['seconds']['total']:.0f} |"
+            f"{r['ci95'][0]:.2f}-{r['ci95'][1]:.2f} | {retention} | {versus} | {r['continuation']:.3f} | {r['cloze']:.3f} | "
+            f"{r['seconds']['total']:.0f} |"
         )
     seeds = seed_spread(rows, settings["seed"])
     if seeds:

@@ -87,3 +87,19 @@ def test_the_table_gathers_each_rows_healing_seeds():
             "interlace@lr1e-3": {"perplexity": 47.5}, "interlace@seed1@lr1e-3": {"perplexity": 47.0}, "random@seed1": {"perplexity": 90.0}}
     # a seed of a controlled experiment is not a seed of its row; a seed without its row has nothing to compare with
     assert study.seed_spread(rows, study_seed=0) == {"angular-ft": {0: 35.6, 1: 35.7, 2: 35.9}}
+
+
+def test_the_paired_ratio_separates_a_small_steady_gap_that_the_passage_intervals_do_not():
+    rng = np.random.default_rng(0)
+    tokens = np.full(100, 200)
+    hardness = rng.uniform(2.0, 4.5, 100)  # nats per token: passages differ far more than the models do
+    better, worse = hardness * tokens, (hardness + 0.03 + rng.normal(0, 0.01, 100)) * tokens
+    ratio, low, high = study.paired_ratio(worse, better, tokens)
+    assert ratio == pytest.approx(math.exp((worse.sum() - better.sum()) / tokens.sum()))
+    assert 1.0 < low < ratio < high  # about 3% worse, and the paired interval says so
+    _, worse_low, _ = study.bootstrap_ppl(worse, tokens)
+    _, _, better_high = study.bootstrap_ppl(better, tokens)
+    assert worse_low < better_high  # while the two unpaired intervals overlap
+    assert study.paired_ratio(better, better, tokens) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="one nll per model"):
+        study.paired_ratio(better[:5], better[:4], tokens[:5])
