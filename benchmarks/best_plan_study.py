@@ -59,14 +59,7 @@ def bootstrap_ppl(nll: Sequence[float], tokens: Sequence[int], resamples: int = 
     Returns:
         (perplexity, low, high): exp(sum nll / sum tokens) of the passages, and the interval's ends.
     """
-    nll, tokens = np.asarray(nll, dtype=np.float64), np.asarray(tokens, dtype=np.float64)
-    if nll.shape != tokens.shape or nll.ndim != 1 or len(nll) < 2 or (tokens <= 0).any():
-        raise ValueError("need two or more passages, each with a positive token count and one nll")
-    draws = np.random.default_rng(seed).integers(0, len(nll), size=(resamples, len(nll)))  # (R, N) passage indices
-    ppl = np.exp(nll[draws].sum(1) / tokens[draws].sum(1))  # (R,)
-    tail = (1 - level) / 2
-    low, high = np.quantile(ppl, [tail, 1 - tail])
-    return float(math.exp(nll.sum() / tokens.sum())), float(low), float(high)
+    return _passage_bootstrap(lambda n, t: np.exp(n.sum(-1) / t.sum(-1)), [nll], tokens, resamples, level, seed)
 
 
 def paired_ratio(nll_a: Sequence[float], nll_b: Sequence[float], tokens: Sequence[int], resamples: int = 2000,
@@ -78,15 +71,23 @@ def paired_ratio(nll_a: Sequence[float], nll_b: Sequence[float], tokens: Sequenc
     Returns:
         (ratio, low, high); an interval that holds 1 does not separate the two models.
     """
-    a, b = np.asarray(nll_a, dtype=np.float64), np.asarray(nll_b, dtype=np.float64)
-    count = np.asarray(tokens, dtype=np.float64)
-    if not a.shape == b.shape == count.shape or a.ndim != 1 or len(a) < 2 or (count <= 0).any():
+    return _passage_bootstrap(lambda a, b, t: np.exp((a.sum(-1) - b.sum(-1)) / t.sum(-1)), [nll_a, nll_b], tokens,
+                              resamples, level, seed)
+
+
+def _passage_bootstrap(statistic, nlls: Sequence[Sequence[float]], tokens: Sequence[int], resamples: int, level: float,
+                       seed: int) -> tuple[float, float, float]:
+    """``statistic(*nlls, tokens)`` over all passages and its percentile bootstrap interval, each
+    draw resampling the same passages for every column (the statistic sums over the last axis)."""
+    columns = [np.asarray(column, dtype=np.float64) for column in (*nlls, tokens)]
+    count = columns[-1]
+    if any(c.shape != count.shape for c in columns) or count.ndim != 1 or len(count) < 2 or (count <= 0).any():
         raise ValueError("need two or more passages, each with a positive token count and one nll per model")
-    draws = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))  # (R, N) passage indices
-    ratios = np.exp((a[draws].sum(1) - b[draws].sum(1)) / count[draws].sum(1))  # (R,)
+    draws = np.random.default_rng(seed).integers(0, len(count), size=(resamples, len(count)))  # (R, N) passage indices
+    values = statistic(*(c[draws] for c in columns))  # (R,)
     tail = (1 - level) / 2
-    low, high = np.quantile(ratios, [tail, 1 - tail])
-    return float(math.exp((a.sum() - b.sum()) / count.sum())), float(low), float(high)
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return float(statistic(*columns)), float(low), float(high)
 
 
 def parse_row(row: str) -> tuple[str, bool, bool]:
