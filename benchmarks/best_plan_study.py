@@ -3,7 +3,7 @@ same budget, against dense and Dense-FT, plus the plan chooser (``auto``).
 
 One row per method (``<method>`` for those that heal by definition, ``<method>-ft`` for a
 training-free baseline given the same healing, ``+protect`` to add LLM-Pruner's fragile-layer
-protection, ``auto`` for the chooser). Each row heals on the same pydocs healing passages with
+protection, ``auto`` for the chooser, ``angular+protect`` for prune's default). Each row heals on the same pydocs healing passages with
 the same options (AdamW, cosine, 3% warmup, batch 8, one epoch: ``--train`` passages make
 ``--train / 8`` optimizer steps) and is measured on held-out pydocs passages, never seen by
 calibration or healing: perplexity over at least ``--min-tokens`` tokens with a 95% bootstrap
@@ -40,7 +40,7 @@ from interlace.files import write_atomic
 
 # Cheap and informative first, SLEB (an hour of removal trials on SmolLM2) last.
 ROWS = (
-    "dense", "dense-ft", "shortgpt-ft", "angular-ft", "reverse-ft", "deepest-block-ft", "interlace",
+    "dense", "dense-ft", "angular+protect", "shortgpt-ft", "angular-ft", "reverse-ft", "deepest-block-ft", "interlace",
     "interlace+protect", "interlace-tn", "interlace-oa", "consecutive", "consecutive-sk", "auto", "random", "sleb-ft",
 )
 
@@ -91,7 +91,12 @@ def _passage_bootstrap(statistic, nlls: Sequence[Sequence[float]], tokens: Seque
 
 
 def parse_row(row: str) -> tuple[str, bool, bool]:
-    """'<method>[-ft][+protect]' -> (method, heal a training-free method, protect the fragile layers)."""
+    """'<method>[-ft][+protect]' -> (method, heal a training-free method, protect the fragile layers);
+    a registered name is that method as it stands (``angular+protect``, prune's default)."""
+    from interlace.methods import METHODS
+
+    if row in METHODS:
+        return row, False, False
     base, protect = row.removesuffix("+protect"), row.endswith("+protect")
     return base.removesuffix("-ft"), base.endswith("-ft"), protect
 

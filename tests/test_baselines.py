@@ -6,6 +6,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from interlace.data.chat import IGNORE_INDEX
 from interlace.methods import METHODS, get_method, required_ks, select_layers
+from interlace.methods.plan import SelectionError
 from interlace.methods.sleb import sleb_order
 from interlace.methods.sparsity import apply_nm_sparsity, input_norms, magnitude_scores, nm_mask, wanda_scores
 from interlace.scores import RedundancyScores
@@ -197,6 +198,28 @@ def test_angular_picks_the_block_with_the_smallest_angle():
     assert required_ks("angular", 0.25, 8) == (1, 2, 3)
 
 
+def test_prunes_default_is_the_angular_block_kept_off_the_fragile_layers():
+    """angular+protect: where angular's block reaches the final layer it moves to the deepest block
+    that keeps it (Gemma 3 270M's case); where angular's block avoids the fragile layers, the plans
+    are the same (SmolLM2-135M's); the user's protection still applies."""
+    from interlace.config import DEFAULT_METHOD
+    from interlace.methods.protect import fragile_layers
+
+    assert DEFAULT_METHOD == "angular+protect" and METHODS[DEFAULT_METHOD].heals_by_definition
+    n = 16  # 4 drops; fragile: the first four and the last one
+    deep = {4: [0.5 + 0.03 * i for i in range(13)]}  # S_4 grows with depth: the block 12-15 holds the final layer
+    assert select_layers("angular", scores_for([0.5] * n, deep), 0.25).dropped == [12, 13, 14, 15]
+    plan = select_layers("angular+protect", scores_for([0.5] * n, deep), 0.25)
+    assert plan.dropped == [11, 12, 13, 14] and 15 in fragile_layers(n) and plan.finetuned == [8, 9, 10, 15]
+    assert plan.method == "angular+protect" and "kept the fragile layers" in plan.log[-1]
+    middle = {4: [0.5] * 6 + [0.99] + [0.5] * 6}  # the block 6-9
+    plain, guarded = (select_layers(name, scores_for([0.5] * n, middle), 0.25) for name in ("angular", "angular+protect"))
+    assert guarded.dropped == plain.dropped == [6, 7, 8, 9] and guarded.finetuned == plain.finetuned
+    assert select_layers("angular+protect", scores_for([0.5] * n, middle), 0.25, protected=(8,)).dropped == [4, 5, 6, 7]  # ties: lowest start
+    with pytest.raises(SelectionError, match="no block of 4 unprotected"):
+        select_layers("angular+protect", scores_for([0.5] * n, middle), 0.25, protected=(7, 11))
+
+
 def test_consecutive_and_random_and_interlace_tn():
     s2 = {2: [0.1, 0.9, 0.3, 0.2, 0.5, 0.2, 0.1]}
     assert select_layers("consecutive-sk", scores_for([0.5] * 8, s2), 0.25).to_json()["finetuned"] == [3, 4]
@@ -209,7 +232,7 @@ def test_consecutive_and_random_and_interlace_tn():
 
 def test_registry_lists_every_method_with_a_paper():
     expected = {"interlace", "interlace-oa", "interlace-tn", "shortgpt", "angular", "reverse", "deepest-block", "sleb", "consecutive", "random",
-                "magnitude-2:4", "wanda-2:4", "auto"}
+                "magnitude-2:4", "wanda-2:4", "auto", "angular+protect"}
     assert expected <= set(METHODS)
     # every rule from a paper; the chooser follows NVIDIA Model-Optimizer's candidate search
     assert all(m.paper.startswith("https://arxiv.org/abs/") and m.description for n, m in METHODS.items() if n != "auto")

@@ -43,6 +43,7 @@ def test_row_names():
     assert study.parse_row("interlace+protect") == ("interlace", False, True)
     assert study.parse_row("deepest-block-ft+protect") == ("deepest-block", True, True)
     assert study.parse_row("auto") == ("auto", False, False)
+    assert study.parse_row("angular+protect") == ("angular+protect", False, False)  # prune's default, a registered name
 
 
 def test_row_variants_name_the_controlled_experiments():

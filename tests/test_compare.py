@@ -75,18 +75,19 @@ def test_compare_ctrl_c_is_one_line_that_names_resume(cli, monkeypatch, tmp_path
     assert result.output.strip() == f"interrupted: 0 finished rows saved in {tmp_path / 'c' / 'rows'}; rerun with --resume to go on from them"
 
 
-def test_the_chooser_heads_the_table_and_reuses_the_row_whose_plan_it_chose(tmp_path):
+def test_prunes_default_then_the_chooser_head_the_table_and_the_chooser_reuses_the_row_it_chose(tmp_path):
     from interlace.compare import ALL, CompareConfig, compare
-    from interlace.config import HealConfig, PruneConfig
+    from interlace.config import DEFAULT_METHOD, HealConfig, PruneConfig
 
-    assert ALL[-1] == "auto"  # `all` includes prune's default, run last so it can reuse a row
+    assert ALL[-1] == "auto"  # the chooser runs last, so it can reuse a row
     lines = []
     run = PruneConfig(out=tmp_path / "c", calib_samples=24, train_samples=32, eval_samples_per_task=5,
                       heal=HealConfig(lr=1e-3, batch_size=16, micro_batch_size=16))
-    report = compare(CompareConfig(run, methods=("interlace-tn", "consecutive-ft", "auto"), bench=False), log=lines.append)
-    assert list(report["methods"]) == ["auto", "interlace-tn", "consecutive-ft"]
+    rows = ("interlace-tn", "consecutive-ft", DEFAULT_METHOD)
+    report = compare(CompareConfig(run, methods=(*rows, "auto"), bench=False), log=lines.append)
+    assert list(report["methods"]) == [DEFAULT_METHOD, "auto", "interlace-tn", "consecutive-ft"]
     auto = report["methods"]["auto"]
-    same = [name for name in ("interlace-tn", "consecutive-ft") if report["methods"][name]["dropped"] == auto["dropped"]]
+    same = [name for name in rows if report["methods"][name]["dropped"] == auto["dropped"]]
     assert auto["chose"] and same, lines  # on these budgets the chooser picks one of the two rows' plans
     assert f"auto: chose {auto['chose']}, the plan and healing of row {same[0]}: its result" in lines
     assert (auto["overall"], auto["tasks"], auto["finetuned"]) == tuple(report["methods"][same[0]][k] for k in ("overall", "tasks", "finetuned"))

@@ -268,7 +268,7 @@ def test_compare_all_is_every_registered_method_in_the_papers_table_order():
     from interlace.methods import METHODS
 
     assert ALL == (
-        "interlace", "interlace-oa", "interlace-tn", "consecutive", "consecutive-sk", "random",
+        "interlace", "interlace-oa", "interlace-tn", "angular+protect", "consecutive", "consecutive-sk", "random",
         "shortgpt", "shortgpt-ft", "angular", "angular-ft", "reverse", "reverse-ft", "deepest-block", "deepest-block-ft",
         "sleb", "sleb-ft", "magnitude-2:4", "wanda-2:4", "auto",
     )  # fmt: skip

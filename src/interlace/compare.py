@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interlace.config.options import HealConfig, PruneConfig
+from interlace.config.options import DEFAULT_METHOD, HealConfig, PruneConfig
 from interlace.evaluation.suites import SUITES, format_retention
 from interlace.methods import METHODS, Plan, get_method
 
@@ -33,8 +33,8 @@ from interlace.methods import METHODS, Plan, get_method
 def all_methods() -> tuple[str, ...]:
     """Every registered method in the order of the paper's main table: the methods that heal by
     definition (INTERLACE, its ablations), each training-free baseline beside its -FT variant, the
-    2:4 sparsity methods (they remove no layer: nothing to heal), and last the plan chooser
-    (prune's default), which reuses the row of the plan it chooses (``_MethodRows.run``)."""
+    2:4 sparsity methods (they remove no layer: nothing to heal), and last the plan chooser, which
+    reuses the row of the plan it chooses (``_MethodRows.run``)."""
     names = []
     for method in sorted(METHODS.values(), key=lambda m: (m.family == "chooser", m.kind == "sparsity", not m.heals_by_definition)):
         plain = method.heals_by_definition or method.kind == "sparsity"
@@ -225,8 +225,8 @@ def compare(config: CompareConfig, log=print) -> dict[str, Any]:
         "metric": suite.metric,
         "dense": dense,
         "dense_ft": dense_ft,
-        # prune's default (the chooser) heads the table; it runs last, to reuse the row it chooses
-        "methods": {name: asdict(entries[name]) for name in sorted(entries, key=lambda n: entries[n].chose is None)},
+        # prune's default heads the table, then the chooser (it runs last, to reuse the row it chooses)
+        "methods": {name: asdict(entries[name]) for name in sorted(entries, key=lambda n: (n != DEFAULT_METHOD, entries[n].chose is None))},
         "heal": asdict(heal_config),
     }
     (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")

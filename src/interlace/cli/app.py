@@ -453,8 +453,8 @@ def demo(
     """Prune 25% of the embedded model with INTERLACE (the paper's method), heal, and print the before/after table."""
 
     _start(threads, quiet, json_path)
-    # The paper's method, not prune's default (auto): the demo shows INTERLACE itself, in under a
-    # minute; `interlace prune` without --method measures every method's plan instead.
+    # The paper's method, not prune's default (angular+protect): the demo shows INTERLACE itself, in
+    # under a minute; `interlace prune` without --method runs the plan that led in the study.
     report = _run_prune(PruneConfig(out=out, ratio=0.25, method="interlace", overwrite=overwrite))
     console.print(_summary_table(report))
     console.print(f"pruned model: {report.out}")

@@ -1,12 +1,14 @@
 """The training-free layer-removal baselines that need only redundancy scores, and the paper's
-block and random ablations: ShortGPT, angular distance, reverse order, the deepest block that keeps
-the final layer, consecutive blocks, random."""
+block and random ablations: ShortGPT, angular distance (plain, and with the fragile layers kept:
+prune's default), reverse order, the deepest block that keeps the final layer, consecutive
+blocks, random."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from interlace.methods.plan import Plan, SelectionError, drop_budget, plan_from_drops
+from interlace.methods.protect import fragile_layers
 from interlace.scores import RedundancyScores
 
 
@@ -32,6 +34,23 @@ def angular(scores: RedundancyScores, ratio: float, protected=(), **_) -> Plan:
         raise SelectionError(f"no block of {k} unprotected consecutive layers; lower --ratio")
     best = min(starts, key=lambda i: (distance[i], i))
     return plan_from_drops("angular", n, list(range(best, best + k)))
+
+
+def angular_protected(scores: RedundancyScores, ratio: float, protected=(), **_) -> Plan:
+    """The angular block searched away from the fragile layers (``fragile_layers``: LLM-Pruner's
+    first four and last two, arXiv 2305.11627), then healed: prune's default.
+
+    The two rules it joins are Gromov et al.'s (arXiv 2403.17887): the block of least angular
+    distance, and their observation that the final layer must stay. Where the plain angular block
+    already avoids those layers the plan is the same (SmolLM2-135M: layers 12-18); where it reaches
+    the final layer (Gemma 3 270M: 14-17) it moves up by one (13-16), which is the deepest block
+    that keeps the final layer and healed best of every plan measured there (docs/benchmarks.md).
+    """
+    guarded = tuple(sorted({*protected, *fragile_layers(scores.num_layers)}))
+    plan = angular(scores, ratio, protected=guarded)
+    plan.method = plan.path = "angular+protect"
+    plan.log.append(f"kept the fragile layers {list(fragile_layers(scores.num_layers))} (the first and last ones)")
+    return plan
 
 
 # Lu et al. (arXiv 2411.15558, section 4) finetune the last three remaining layers.

@@ -11,13 +11,18 @@ for candidate architectures (a short distillation of the top few):
    apply. Identical plans are measured once; the manifest lists every name that gave them.
 2. **Screen.** The mean token loss of each cut model, without healing, on ``SCREEN_SAMPLES``
    calibration rows (one SLEB trial per plan).
-3. **Brief heal.** The ``FINALISTS`` lowest are healed, each on the first ``BRIEF_SHARE`` of the
-   healing rows with the run's own options, and measured again on the same calibration rows,
-   which healing never reads (the held-out test split is never touched).
+3. **Brief heal.** The ``FINALISTS`` lowest, and the plan of prune's default (``DEFAULT_METHOD``)
+   wherever it screened, are healed, each on the first ``BRIEF_SHARE`` of the healing rows with
+   the run's own options, and measured again on the same calibration rows, which healing never
+   reads (the held-out test split is never touched). The default is always a finalist because the
+   unhealed loss does not foresee which plan heals best: on Gemma 3 270M the deepest block that
+   keeps the final layer screened eighth of 14 (6.130 against ShortGPT's 5.316), yet after the
+   same brief heal it measured 4.073 against 4.199, and after the full heal it was the best plan
+   of the study (docs/benchmarks.md). So ``auto`` never loses the default's plan to the screen.
 4. **Choice.** The lowest loss after the brief heal wins; the caller heals it in full.
 
-The extra cost is the screening forwards plus ``FINALISTS x BRIEF_SHARE`` of one full heal; it is
-logged and kept in ``Plan.choice`` with every candidate's measures.
+The extra cost is the screening forwards plus one ``BRIEF_SHARE`` of a full heal per finalist; it
+is logged and kept in ``Plan.choice`` with every candidate's measures.
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ def candidate_plans(scores: RedundancyScores, ratio: float, protected: Sequence[
     plans: dict[str, tuple[Plan, tuple[int, ...]]] = {}
     skipped: dict[str, str] = {}
     for method in METHODS.values():
-        if method.kind != "layers" or method.needs_model:
+        if method.kind != "layers" or method.needs_model or method.keeps_fragile:  # its plan is a "+protect" variant's
             continue
         for suffix, layers in variants.items():
             label = method.name + suffix
@@ -94,6 +99,17 @@ def candidate_plans(scores: RedundancyScores, ratio: float, protected: Sequence[
     return plans, skipped
 
 
+def _default_plan(method, scores: RedundancyScores, ratio: float, protected, seed: int, use_final_state: bool) -> Plan | None:
+    """The plan prune's default method gives here; None where it needs the model (it is then
+    screened with the rest) or cannot place the drops."""
+    if method.kind != "layers" or method.needs_model:
+        return None
+    try:
+        return method.select(scores, ratio, protected=tuple(protected), seed=seed, use_final_state=use_final_state)
+    except SelectionError:
+        return None
+
+
 def choose(scores: RedundancyScores, ratio: float, protected=(), model=None, processor=None, calib=None, train=None,
            heal_config=None, seed: int = 0, use_final_state: bool = False, progress: bool = True, **_) -> Plan:
     """The candidate plan with the lowest calibration loss after a brief heal (module docstring).
@@ -104,6 +120,8 @@ def choose(scores: RedundancyScores, ratio: float, protected=(), model=None, pro
     Raises:
         SelectionError: no layer method can place K drops beside the protected layers.
     """
+    from interlace.config.options import DEFAULT_METHOD
+    from interlace.methods.registry import METHODS
     from interlace.methods.sleb import loss_batches, mean_loss
     from interlace.stages import pruned_copy
 
@@ -120,6 +138,13 @@ def choose(scores: RedundancyScores, ratio: float, protected=(), model=None, pro
             candidates[key].also.append(label)
         else:
             candidates[key] = Candidate(label, plan.dropped, plan.finetuned, list(layers))
+    default = _default_plan(METHODS[DEFAULT_METHOD], scores, ratio, protected, seed, use_final_state)
+    if default is not None:
+        key = (tuple(default.dropped), tuple(default.finetuned))
+        if key not in candidates:
+            candidates[key] = Candidate(DEFAULT_METHOD, default.dropped, default.finetuned, list(protected))
+            plans[DEFAULT_METHOD] = (default, tuple(protected))
+        default_label = candidates[key].label
     if not candidates:
         raise SelectionError(f"no layer method can drop {drop_budget(ratio, scores.num_layers)} layers beside the protected ones; lower --ratio or --protect")
     by_label = {c.label: c for c in candidates.values()}
@@ -141,6 +166,8 @@ def choose(scores: RedundancyScores, ratio: float, protected=(), model=None, pro
     # Without healing data (prune --no-heal) the plan stays unhealed, so the unhealed loss decides.
     screened_losses = {c.label: math.inf if c.screen_loss is None else c.screen_loss for c in by_label.values()}
     finalists = shortlist(screened_losses, FINALISTS if train else 1)
+    if train and default is not None and default_label not in finalists and screened_losses[default_label] < math.inf:
+        finalists.append(default_label)  # the module docstring, step 3
     rows = brief_count(len(train), heal_config.batch_size) if train else 0
     brief = dataclasses.replace(heal_config, save_every=0) if train else None  # no checkpoints: a brief heal is redone, not resumed
     for label in finalists if train else ():

@@ -17,6 +17,7 @@ from interlace.methods import baselines
 from interlace.methods.chooser import choose
 from interlace.methods.interlace import interlace_select, interlace_tn
 from interlace.methods.plan import Plan, check_budget, drop_budget
+from interlace.methods.protect import fragile_layers
 from interlace.methods.sleb import sleb
 from interlace.methods.sparsity import apply_sparsity, sparsity_plan
 from interlace.scores import RedundancyScores
@@ -51,6 +52,8 @@ class Method:
             "chooser" for ``auto``, else "baseline" (reports colour them apart).
         needs_train: selection heals candidate plans briefly (``auto``): it needs the healing
             rows (``train``) and options (``heal_config``) as well as the model.
+        keeps_fragile: its rule protects the fragile layers itself (``angular+protect``); the
+            chooser, which measures every method with and without that protection, skips it.
     """
 
     name: str
@@ -68,6 +71,7 @@ class Method:
     apply: Callable[..., dict] | None = None
     family: str = "baseline"
     needs_train: bool = False
+    keeps_fragile: bool = False
 
     def ks_for(self, ratio: float, num_layers: int) -> tuple[int, ...]:
         """The s_k distances this method needs to select at ``ratio`` in ``num_layers`` layers."""
@@ -83,6 +87,10 @@ def _pairs(num_layers: int) -> int:
 
 def _halves(num_layers: int) -> int:
     return num_layers // 2
+
+
+def _unfragile(num_layers: int) -> int:
+    return num_layers - len(fragile_layers(num_layers))
 
 
 def _interlace(drop_rule: str, name: str):
@@ -110,6 +118,7 @@ METHODS: dict[str, Method] = {
         Method("interlace-tn", "INTERLACE ablation: S1 only, drop the most redundant layer, finetune the next, no anchor.", PAPER, "the layer after each dropped one", interlace_tn, **TRIPLETS),
         Method("shortgpt", "Drop the K layers with the lowest Block Influence (1 - cos(input, output)).", ARXIV + "2403.03853", "the kept layer after each dropped one", baselines.shortgpt),
         Method("angular", "Drop the contiguous block of K layers with the smallest angular distance between its input and output.", ARXIV + "2403.17887", "the kept layer after each dropped one", baselines.angular, block_k=True),
+        Method("angular+protect", "prune's default: angular's block, searched away from the fragile first and last layers (LLM-Pruner keeps four and two), then healed.", ARXIV + "2403.17887", "the kept layer after each dropped one", baselines.angular_protected, block_k=True, heals_by_definition=True, capacity=_unfragile, shape="it keeps the fragile first and last layers", keeps_fragile=True),
         Method("reverse", "Drop the K deepest layers (reverse order); its -FT heals the last three kept layers.", ARXIV + "2411.15558", "the last three kept layers (lm_head too with --train-lm-head)", baselines.reverse),
         Method("deepest-block", "Drop the K layers just below the final layer, which is kept.", ARXIV + "2403.17887", "the kept layer after each dropped one", baselines.deepest_block),
         Method("consecutive", "Paper ablation: drop the K consecutive layers from the one with the highest S1, finetune the next K.", PAPER, "the K layers after the block", baselines.consecutive, heals_by_definition=True, capacity=_halves, shape=BLOCK),
