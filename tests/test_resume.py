@@ -103,3 +103,15 @@ def test_a_kill_while_run_state_is_written_leaves_the_previous_file(tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         files.write_atomic(target, '{"step": 2, "half')
     assert json.loads(target.read_text()) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.json"]  # nor a temporary file
+
+
+def test_two_processes_writing_one_file_never_share_its_temporary(tmp_path):
+    """A study's processes each rewrite table.md after a row: one's temporary file is not the other's."""
+    from interlace import files
+
+    target = tmp_path / "table.md"
+    other = tmp_path / f"table.md.{os.getpid() + 1}.tmp"  # another process, mid-write
+    other.write_text("half of the other's table")
+    files.write_atomic(target, "mine")
+    assert target.read_text() == "mine" and other.read_text() == "half of the other's table"

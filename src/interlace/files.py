@@ -22,10 +22,11 @@ class WriteError(RuntimeError):
 
 
 def write_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through ``<path>.tmp`` and a rename (atomic on POSIX and Windows):
-    a `--resume` never reads a half-written scores, plan or SLEB state file."""
+    """Write ``text`` to ``path`` through ``<path>.<pid>.tmp`` and a rename (atomic on POSIX and
+    Windows): a `--resume` never reads a half-written scores, plan or SLEB state file, and two
+    processes writing one file (a study's table) never share a temporary name."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text)
         os.replace(tmp, path)
