@@ -15,6 +15,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from interlace import zoo
+from interlace.config import DEFAULT_METHOD
+from interlace.methods.protect import fragile_layers
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +65,7 @@ def test_prune_smollm2_on_real_text(smollm2_dir, tmp_path):
     report = manifest["report"]
     assert report["layers_before"] == 30 and report["layers_after"] == 23
     assert len(report["plan"]["dropped"]) == 7 and report["heal"]["steps"] == 2
+    assert report["plan"]["method"] == DEFAULT_METHOD and not set(report["plan"]["dropped"]) & set(fragile_layers(30))
     assert report["suite"] == "text" and report["dense"]["perplexity"] < report["pruned"]["perplexity"]
     assert 0 < report["retention"] < 1
     assert manifest["verification"]["model_class"] == "LlamaForCausalLM"
