@@ -50,8 +50,8 @@ def parse_protect(spec: str, num_layers: int | None = None) -> tuple[int, ...]:
 
 
 def fragile_layers(num_layers: int) -> tuple[int, ...]:
-    """LLM-Pruner's default protection (the first four and the last two layers), the variant the
-    plan chooser adds to every method; shallower models keep a third of their depth at most, so
-    that a 25% budget still fits."""
+    """LLM-Pruner's default protection (the first four and the last two layers): what prune's
+    default, ``angular+protect``, keeps, and the variant the plan chooser adds to every method;
+    shallower models keep a third of their depth at most, so that a 25% budget still fits."""
     first, last = min(4, num_layers // 4), min(2, max(1, num_layers // 12))
     return tuple(sorted({*range(first), *range(num_layers - last, num_layers)}))
