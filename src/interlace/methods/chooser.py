@@ -100,8 +100,8 @@ def candidate_plans(scores: RedundancyScores, ratio: float, protected: Sequence[
 
 
 def _default_plan(method, scores: RedundancyScores, ratio: float, protected, seed: int, use_final_state: bool) -> Plan | None:
-    """The plan prune's default method gives here; None where it needs the model (it is then
-    screened with the rest) or cannot place the drops."""
+    """The plan prune's default method gives here; None where it needs the model or cannot place
+    the drops (no plan of its to keep among the finalists)."""
     if method.kind != "layers" or method.needs_model:
         return None
     try:
@@ -139,12 +139,8 @@ def choose(scores: RedundancyScores, ratio: float, protected=(), model=None, pro
         else:
             candidates[key] = Candidate(label, plan.dropped, plan.finetuned, list(layers))
     default = _default_plan(METHODS[DEFAULT_METHOD], scores, ratio, protected, seed, use_final_state)
-    if default is not None:
-        key = (tuple(default.dropped), tuple(default.finetuned))
-        if key not in candidates:
-            candidates[key] = Candidate(DEFAULT_METHOD, default.dropped, default.finetuned, list(protected))
-            plans[DEFAULT_METHOD] = (default, tuple(protected))
-        default_label = candidates[key].label
+    default_key = (tuple(default.dropped), tuple(default.finetuned)) if default is not None else None
+    default_label = candidates[default_key].label if default_key in candidates else None  # angular+protect: angular's "+protect" variant
     if not candidates:
         raise SelectionError(f"no layer method can drop {drop_budget(ratio, scores.num_layers)} layers beside the protected ones; lower --ratio or --protect")
     by_label = {c.label: c for c in candidates.values()}
@@ -166,7 +162,7 @@ def choose(scores: RedundancyScores, ratio: float, protected=(), model=None, pro
     # Without healing data (prune --no-heal) the plan stays unhealed, so the unhealed loss decides.
     screened_losses = {c.label: math.inf if c.screen_loss is None else c.screen_loss for c in by_label.values()}
     finalists = shortlist(screened_losses, FINALISTS if train else 1)
-    if train and default is not None and default_label not in finalists and screened_losses[default_label] < math.inf:
+    if train and default_label is not None and default_label not in finalists and screened_losses[default_label] < math.inf:
         finalists.append(default_label)  # the module docstring, step 3
     rows = brief_count(len(train), heal_config.batch_size) if train else 0
     brief = dataclasses.replace(heal_config, save_every=0) if train else None  # no checkpoints: a brief heal is redone, not resumed
