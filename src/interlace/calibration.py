@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,15 @@ def compute_scores(
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return accumulator.result(meta={"prompt_only": not with_answers, "ks": list(ks)})
+    scores = accumulator.result(meta={"prompt_only": not with_answers, "ks": list(ks)})
+    k = min(scores.similarity)  # s_k(i) compares the states before layer i and after layer i + k - 1
+    broken = [i + k - 1 for i, value in enumerate(scores.similarity[k]) if not math.isfinite(value)]
+    if broken:  # every rule would rank garbage, and a plan that happened to cut the bad layer out would verify
+        from interlace.heal.loop import NonFiniteLossError
+
+        raise NonFiniteLossError(f"the dense model's hidden states are NaN or inf from layer {broken[0]} on (NaN or inf weights, "
+                                 "or an overflow in its dtype); check the checkpoint, or load it in float32")
+    return scores
 
 
 def save_scores(scores: RedundancyScores, path: str | Path) -> None:
