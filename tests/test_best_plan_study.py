@@ -1,6 +1,7 @@
 """The pure parts of benchmarks/best_plan_study.py: the bootstrap interval and the row names."""
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -104,3 +105,17 @@ def test_the_paired_ratio_separates_a_small_steady_gap_that_the_passage_interval
     assert study.paired_ratio(better, better, tokens) == (1.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="one nll per model"):
         study.paired_ratio(better[:5], better[:4], tokens[:5])
+
+
+def test_the_tables_best_row_is_one_of_the_studys_rows_never_a_seed_or_a_controlled_change(tmp_path):
+    def row(name, ppl):
+        nll = [math.log(ppl) * 100] * 3
+        return {"row": name, "perplexity": ppl, "ci95": [ppl - 1, ppl + 1], "passage_nll": nll, "passage_tokens": [100] * 3,
+                "continuation": 0.5, "cloze": 0.2, "seconds": {"total": 1.0}}
+
+    for name, ppl in {"angular-ft": 43.5, "shortgpt-ft": 45.0, "angular-ft@seed2": 43.2, "interlace@x4": 40.0}.items():
+        (tmp_path / f"row-{name}.json").write_text(json.dumps(row(name, ppl)))
+    settings = {"model": "m", "ratio": 0.25, "train": 256, "steps": 32, "batch_size": 8, "lr": 3e-4, "min_tokens": 300, "items": 10, "seed": 0}
+    text = study.table(tmp_path, settings)
+    assert "/ angular-ft [paired 95%]" in text
+    assert "| interlace@x4 |" in text and "| 0.920 [0.920-0.920] |" in text  # 40.0 / 43.5, compared with the best
