@@ -16,7 +16,6 @@ Each result is appended to ``<study>/brief-probe.jsonl`` as it ends.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -37,9 +36,9 @@ def main() -> None:
     from interlace.data import sources
     from interlace.heal.loop import HealConfig
     from interlace.loading import load_model
-    from interlace.methods.chooser import SCREEN_SAMPLES, brief_count, candidate_plans
-    from interlace.methods.sleb import loss_batches, mean_loss
-    from interlace.stages import protected_layers, pruned_copy
+    from interlace.methods.chooser import SCREEN_SAMPLES, brief_count, brief_heal_loss, candidate_plans
+    from interlace.methods.sleb import loss_batches
+    from interlace.stages import protected_layers
 
     settings = json.loads((args.study / "settings.json").read_text())
     model, tokenizer = load_model(args.model)
@@ -51,16 +50,13 @@ def main() -> None:
     calib = sources.load_samples("pydocs", "calib", settings["calib"], seed=settings["seed"])
     train = sources.load_samples("pydocs", "train", settings["train"], seed=settings["seed"])
     heal_config = HealConfig(lr=settings["lr"], batch_size=settings["batch_size"], micro_batch_size=settings["batch_size"], seed=settings["seed"])
-    brief = dataclasses.replace(heal_config, save_every=0)  # as the chooser heals its finalists
-    rows = brief_count(len(train), heal_config.batch_size)
     batches = loss_batches(model, tokenizer, list(calib)[:SCREEN_SAMPLES])
     for label in labels:
         started = time.perf_counter()
         plan = plans[label][0]
-        healed = pruned_copy(model, tokenizer, plan, list(train)[:rows], brief, calib)
-        record = {"label": label, "dropped": plan.dropped, "finetuned": plan.finetuned, "brief_rows": rows,
-                  "brief_loss": round(mean_loss(healed, batches), 5), "seconds": round(time.perf_counter() - started, 1)}
-        del healed
+        loss = brief_heal_loss(model, tokenizer, plan, train, heal_config, calib, batches)  # as the chooser heals a finalist
+        record = {"label": label, "dropped": plan.dropped, "finetuned": plan.finetuned, "brief_rows": brief_count(len(train), heal_config.batch_size),
+                  "brief_loss": round(loss, 5), "seconds": round(time.perf_counter() - started, 1)}
         print(json.dumps(record), flush=True)
         with (args.study / "brief-probe.jsonl").open("a") as log:
             log.write(json.dumps(record) + "\n")

@@ -46,10 +46,10 @@ def angular_protected(scores: RedundancyScores, ratio: float, protected=(), **_)
     the final layer (Gemma 3 270M: 14-17) it moves up by one (13-16), which is the deepest block
     that keeps the final layer and healed best of every plan measured there (docs/benchmarks.md).
     """
-    guarded = tuple(sorted({*protected, *fragile_layers(scores.num_layers)}))
-    plan = angular(scores, ratio, protected=guarded)
+    fragile = fragile_layers(scores.num_layers)
+    plan = angular(scores, ratio, protected=tuple(sorted({*protected, *fragile})))
     plan.method = plan.path = "angular+protect"
-    plan.log.append(f"kept the fragile layers {list(fragile_layers(scores.num_layers))} (the first and last ones)")
+    plan.log.append(f"kept the fragile layers {list(fragile)} (the first and last ones)")
     return plan
 
 

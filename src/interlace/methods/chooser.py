@@ -99,6 +99,18 @@ def candidate_plans(scores: RedundancyScores, ratio: float, protected: Sequence[
     return plans, skipped
 
 
+def brief_heal_loss(model, processor, plan: Plan, train, heal_config, calib, batches) -> float:
+    """Step 3 for one plan: a copy of ``model`` cut by ``plan``, healed on the first
+    ``brief_count`` healing rows with the run's options (no checkpoints: a brief heal is redone,
+    not resumed), and its mean loss on ``batches`` (``sleb.loss_batches`` of the calibration rows)."""
+    from interlace.methods.sleb import mean_loss
+    from interlace.stages import pruned_copy
+
+    rows = brief_count(len(train), heal_config.batch_size)
+    healed = pruned_copy(model, processor, plan, list(train)[:rows], dataclasses.replace(heal_config, save_every=0), calib)
+    return mean_loss(healed, batches)
+
+
 def _default_plan(method, scores: RedundancyScores, ratio: float, protected, seed: int, use_final_state: bool) -> Plan | None:
     """The plan prune's default method gives here; None where it needs the model or cannot place
     the drops (no plan of its to keep among the finalists)."""
@@ -123,7 +135,6 @@ def choose(scores: RedundancyScores, ratio: float, protected=(), model=None, pro
     from interlace.config.options import DEFAULT_METHOD
     from interlace.methods.registry import METHODS
     from interlace.methods.sleb import loss_batches, mean_loss
-    from interlace.stages import pruned_copy
 
     def say(line: str) -> None:  # each measure as it ends; the plan keeps them in ``choice``
         if progress:
@@ -165,12 +176,9 @@ def choose(scores: RedundancyScores, ratio: float, protected=(), model=None, pro
     if train and default_label is not None and default_label not in finalists and screened_losses[default_label] < math.inf:
         finalists.append(default_label)  # the module docstring, step 3
     rows = brief_count(len(train), heal_config.batch_size) if train else 0
-    brief = dataclasses.replace(heal_config, save_every=0) if train else None  # no checkpoints: a brief heal is redone, not resumed
     for label in finalists if train else ():
-        healed = pruned_copy(model, processor, plans[label][0], list(train)[:rows], brief, calib)
-        by_label[label].brief_loss = round(mean_loss(healed, batches), 5)
+        by_label[label].brief_loss = round(brief_heal_loss(model, processor, plans[label][0], train, heal_config, calib, batches), 5)
         say(f"brief heal {label} on {rows} rows: loss {by_label[label].brief_loss:.4f}")
-        del healed
     best = shortlist({label: by_label[label].brief_loss for label in finalists}, 1)[0] if train else finalists[0]
     finished = time.perf_counter()
 
