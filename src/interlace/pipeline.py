@@ -217,8 +217,8 @@ def _prune(config: PruneConfig, heal_config: HealConfig, log, state, run: Run) -
                 model, processor, plan, train, heal_config, teacher=teacher, checkpoint_dir=run.work / "heal", resume=config.resume,
             )
             del teacher
-            if heal_result is not None and heal_result.model is not None:
-                model = heal_result.model  # healing sharded the weights (FSDP, ZeRO-3): the whole healed model
+            if heal_result is not None:
+                model = heal_result.healed(model)
 
     pruned = None
     if suite and main:

@@ -114,6 +114,6 @@ def pruned_copy(dense: Any, processor: Any, plan: Plan, train: Sequence[dict] | 
     apply_plan(model, processor, plan, calib, deepstack)
     if train:  # a sparsity plan names no survivors, so heal_plan leaves it as it is
         healed = heal_plan(model, processor, plan, train, heal_config, teacher=dense)
-        if healed is not None and healed.model is not None:  # the weights were sharded (FSDP, ZeRO-3)
-            return healed.model
+        if healed is not None:
+            return healed.healed(model)
     return model

@@ -68,7 +68,13 @@ class HealResult:
     answer_tokens: int = 0
     tokens: int = 0
     padding_tokens: int = 0
+
     model: Any = field(default=None, repr=False, compare=False)
+
+    def healed(self, model: Any) -> Any:
+        """The model to evaluate and save after this heal: ``model`` itself, or the whole healed
+        model where training sharded it (``self.model``)."""
+        return self.model if self.model is not None else model
 
     def to_json(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}

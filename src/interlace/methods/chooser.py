@@ -86,7 +86,7 @@ def candidate_plans(scores: RedundancyScores, ratio: float, protected: Sequence[
     plans: dict[str, tuple[Plan, tuple[int, ...]]] = {}
     skipped: dict[str, str] = {}
     for method in METHODS.values():
-        if method.kind != "layers" or method.needs_model or method.keeps_fragile:  # its plan is a "+protect" variant's
+        if not _selects_from_scores(method) or method.keeps_fragile:  # its plan is a "+protect" variant's
             continue
         for suffix, layers in variants.items():
             label = method.name + suffix
@@ -111,10 +111,15 @@ def brief_heal_loss(model, processor, plan: Plan, train, heal_config, calib, bat
     return mean_loss(healed, batches)
 
 
+def _selects_from_scores(method) -> bool:
+    """A layer method whose plan follows from the redundancy scores alone (no model run: not SLEB)."""
+    return method.kind == "layers" and not method.needs_model
+
+
 def _default_plan(method, scores: RedundancyScores, ratio: float, protected, seed: int, use_final_state: bool) -> Plan | None:
     """The plan prune's default method gives here; None where it needs the model or cannot place
     the drops (no plan of its to keep among the finalists)."""
-    if method.kind != "layers" or method.needs_model:
+    if not _selects_from_scores(method):
         return None
     try:
         return method.select(scores, ratio, protected=tuple(protected), seed=seed, use_final_state=use_final_state)
