@@ -121,8 +121,7 @@ def compute_scores(
     if broken:  # every rule would rank garbage, and a plan that happened to cut the bad layer out would verify
         from interlace.heal.loop import NonFiniteLossError
 
-        raise NonFiniteLossError(f"the dense model's hidden states are NaN or inf from layer {broken[0]} on (NaN or inf weights, "
-                                 "or an overflow in its dtype); check the checkpoint, or load it in float32")
+        raise NonFiniteLossError.in_dense_model(f"hidden states are NaN or inf from layer {broken[0]} on")
     return scores
 
 

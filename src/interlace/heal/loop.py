@@ -87,6 +87,11 @@ class HealInterrupted(RuntimeError):
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is left as it was."""
 
+    @classmethod
+    def in_dense_model(cls, what: str) -> NonFiniteLossError:
+        """The dense model gives NaN or inf already (``what``), before any cut or heal."""
+        return cls(f"the dense model's {what} (NaN or inf weights, or an overflow in its dtype); check the checkpoint, or load it in float32")
+
 
 class NoAnswerTokensError(ValueError):
     """An optimizer step has no answer token to train on: its samples are all longer than

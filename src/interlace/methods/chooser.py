@@ -166,8 +166,7 @@ def choose(scores: RedundancyScores, ratio: float, protected=(), model=None, pro
     if not math.isfinite(dense_loss):
         from interlace.heal.loop import NonFiniteLossError
 
-        raise NonFiniteLossError(f"the dense model's calibration loss is {dense_loss} (NaN or inf weights, or an overflow in its dtype); "
-                                 "check the checkpoint, or load it in float32")
+        raise NonFiniteLossError.in_dense_model(f"calibration loss is {dense_loss}")
     for candidate in by_label.values():
         candidate.screen_loss = round(mean_loss(model, batches, candidate.dropped), 5)
         say(f"screen {candidate.label}: drop {candidate.dropped}, loss {candidate.screen_loss:.4f}")
